@@ -1,0 +1,3 @@
+from pairgen.cli import main
+
+main()

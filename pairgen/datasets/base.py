@@ -1,0 +1,69 @@
+"""The one small interface every dataset adapter implements, and the registry the CLIs look names up in.
+
+An adapter turns a dataset tree on disk (or a procedure, for `shapes`) into `Case`s. Each case loads lazily into a
+`Sample`: the image at its native resolution and the mask at the resolution metrics are computed at (they may
+differ: JSRT images are 2048 px, SCR masks 1024 px). Resizing to the training resolution happens in
+`pairgen.prepare`, never here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ClassVar
+
+import numpy as np
+
+from pairgen.errors import UserError
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: np.ndarray                    # float32 H×W×C in [0, 1], C = 1 (gray) or 3 (RGB)
+    mask: np.ndarray                     # uint8 h×w class ids, 0 = background/void; h×w may differ from H×W
+    spacing_mm: tuple[float, float] | None  # (row, col) spacing of the *mask* grid, None when unknown
+
+
+@dataclass(frozen=True)
+class Case:
+    case_id: str                  # unique within the dataset (file stem)
+    source_split: str             # the distribution's own split: 'train', 'val', 'test' or 'all'
+    load: Callable[[], Sample]    # reads the files; raises UserError naming the file on bad input
+
+
+class DatasetAdapter:
+    """Base class: subclasses set `name`, `channels`, and implement `class_names` and `cases`."""
+
+    name: ClassVar[str]
+    channels: ClassVar[int]          # image channels: 1 or 3
+    needs_root: ClassVar[bool] = True
+
+    def __init__(self, root: Path | None, **options) -> None:
+        self.root = Path(root) if root is not None else None
+        self.options = options
+
+    @property
+    def class_names(self) -> list[str]:
+        """Index = class id in the masks; index 0 is background (or 'void')."""
+        raise NotImplementedError
+
+    def cases(self) -> list[Case]:
+        """All cases found below the root, sorted by case_id. Raises UserError if none are found."""
+        raise NotImplementedError
+
+
+REGISTRY: dict[str, type[DatasetAdapter]] = {}
+
+
+def register(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_adapter(name: str, root: Path | None = None, **options) -> DatasetAdapter:
+    """Instantiate the adapter registered under `name` (importing all adapters on first use)."""
+    import pairgen.datasets  # noqa: F401  (registers every adapter)
+
+    if name not in REGISTRY:
+        raise UserError(f"unknown dataset {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name](root, **options)

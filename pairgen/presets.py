@@ -1,0 +1,147 @@
+"""GAN configuration: one frozen, JSON-serialisable dataclass, filled from a (dataset, preset) pair plus CLI flags.
+
+The resolved config is written into the run directory before any work starts; resume reads it back.
+Presets:
+  tiny    32 px class sizes, narrow nets: 20 iterations in well under a minute on 2 CPU cores (tests, demos)
+  small   64 px (lung) / 64×128 (road scenes): meaningful CPU experiments
+  thesis  tables 4.1 (lung, 256×256) and 4.3 (Cityscapes, 128×256 rows×cols) exactly
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pairgen.errors import UserError
+
+PRESETS = ("tiny", "small", "thesis")
+MASK_ENCODINGS = ("scalar", "onehot")
+CRITIC_NORMS = ("layer", "batch", "none")
+
+# datasets that are road scenes (wide images, RGB) share the Cityscapes-shaped presets
+WIDE_DATASETS = ("cityscapes", "camvid")
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    dataset: str
+    preset: str = "tiny"
+    root: str | None = None              # dataset root (None: adapter default / env var)
+    fold: int = 1                        # 1-based fold of the dataset's manifest
+    structures: tuple[str, ...] = ()     # scr-lung: which SCR structures are classes (default: left lung)
+    height: int = 32                     # training resolution (rows)
+    width: int = 32                      # training resolution (cols)
+    image_channels: int = 1              # filled from the adapter
+    class_names: tuple[str, ...] = ()    # filled from the adapter; index 0 = background/void
+    mask_encoding: str = "scalar"        # 'scalar' (thesis: one tanh channel) | 'onehot' (one channel per class)
+    z_dim: int = 128
+    g_channels: tuple[int, ...] = (128, 64, 32)   # FC projection channels, then the inputs of each ×2 stage;
+                                                  # len = number of stages; the last stage outputs image+mask
+    d_channels: tuple[int, ...] = (32, 64, 128)   # each critic stage's output channels
+    kernel_size: int = 5
+    critic_norm: str = "layer"           # see README "Decisions": batch norm breaks the per-sample penalty
+    critic_activation: str = "relu"      # tables 4.1/4.3 say ReLU (DCGAN used leaky ReLU); 'lrelu' available
+    batch_size: int = 16
+    critic_steps: int = 5
+    gp_lambda: float = 10.0
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    iters: int = 20                      # generator iterations
+    tick_every: int = 10                 # log a line every this many iterations
+    sample_every: int = 100              # sample sheet every this many iterations (and at the end)
+    checkpoint_every: int = 100          # checkpoint every this many iterations (and at the end)
+    keep_checkpoints: int = 2
+    seed: int = 0
+    device: str = "auto"                 # 'auto' | 'cpu' | 'cuda' | 'cuda:N'
+    amp: bool = True                     # bf16 autocast on CUDA (ignored on CPU)
+    train_fraction: float = 1.0          # low-data experiments: use this seeded fraction of the training split
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def mask_channels(self) -> int:
+        return 1 if self.mask_encoding == "scalar" else self.n_classes
+
+    @property
+    def fold_id(self) -> str:
+        suffix = "" if self.train_fraction >= 1.0 else f"-frac{round(self.train_fraction * 100):02d}"
+        return f"fold{self.fold}{suffix}"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "GANConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise UserError(f"config has unknown keys {sorted(unknown)}")
+        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**fixed)
+
+    def save(self, path: Path) -> None:
+        from pairgen.shards import atomic_write_json
+
+        atomic_write_json(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: Path) -> "GANConfig":
+        try:
+            return cls.from_json(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{path}: unreadable config ({exc})") from None
+
+
+def preset_values(dataset: str, preset: str) -> dict[str, Any]:
+    """Architecture and schedule of a preset for a dataset (before CLI overrides)."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    wide = dataset in WIDE_DATASETS
+    if preset == "thesis":
+        if wide:  # table 4.3: FC → 4×8×1024, five stages to 128×256×(3+1); critic 32…512
+            return dict(height=128, width=256, g_channels=(1024, 512, 256, 128, 64), d_channels=(32, 64, 128, 256, 512),
+                        batch_size=8, iters=10000, tick_every=50, sample_every=500, checkpoint_every=500)
+        # table 4.1: FC → 4×4×2048, six stages to 256×256×2; critic 32…1024
+        return dict(height=256, width=256, g_channels=(2048, 1024, 512, 256, 128, 64),
+                    d_channels=(32, 64, 128, 256, 512, 1024), batch_size=16, iters=10000,
+                    tick_every=50, sample_every=500, checkpoint_every=500)
+    if preset == "small":
+        if wide:
+            return dict(height=64, width=128, g_channels=(256, 128, 64, 32), d_channels=(32, 64, 128, 256),
+                        batch_size=16, iters=1500, tick_every=25, sample_every=250, checkpoint_every=250)
+        return dict(height=64, width=64, g_channels=(256, 128, 64, 32), d_channels=(32, 64, 128, 256),
+                    batch_size=16, iters=1500, tick_every=25, sample_every=250, checkpoint_every=250)
+    if wide:
+        return dict(height=32, width=64, g_channels=(128, 64, 32), d_channels=(32, 64, 128),
+                    batch_size=8, iters=20, tick_every=10, sample_every=100, checkpoint_every=100)
+    return dict(height=32, width=32, g_channels=(128, 64, 32), d_channels=(32, 64, 128),
+                batch_size=8, iters=20, tick_every=10, sample_every=100, checkpoint_every=100)
+
+
+def make_config(dataset: str, preset: str = "tiny", **overrides: Any) -> GANConfig:
+    """Preset values for (dataset, preset), then non-None overrides (CLI flags). Validates the result."""
+    values: dict[str, Any] = {"dataset": dataset, "preset": preset, **preset_values(dataset, preset)}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    config = GANConfig.from_json(values)
+    validate(config)
+    return config
+
+
+def validate(config: GANConfig) -> None:
+    stages = len(config.g_channels)  # FC projection, then one ×2 stage per entry (the last maps to the output)
+    if config.mask_encoding not in MASK_ENCODINGS:
+        raise UserError(f"--mask-encoding must be one of {', '.join(MASK_ENCODINGS)}, not {config.mask_encoding!r}")
+    if config.critic_norm not in CRITIC_NORMS:
+        raise UserError(f"--critic-norm must be one of {', '.join(CRITIC_NORMS)}, not {config.critic_norm!r}")
+    for side, name in ((config.height, "height"), (config.width, "width")):
+        if side % (1 << stages) or side >> stages < 1:
+            raise UserError(f"{name} {side} must be a multiple of {1 << stages} for {stages} generator stages")
+    if config.iters < 1 or config.batch_size < 1 or config.critic_steps < 1:
+        raise UserError("--iters, --batch-size and critic steps must be positive")
+    if not 0.0 < config.train_fraction <= 1.0:
+        raise UserError(f"--train-fraction must be in (0, 1], not {config.train_fraction}")

@@ -1,0 +1,366 @@
+"""The shard format: one module owns the on-disk schema that pairgen writes and segbench reads.
+
+A *shard directory* holds `shard-00000.h5 …` plus `manifest.json`. The manifest is written last (atomically),
+so a directory with a manifest is complete; shards with a final name are always complete (temp name → fsync →
+rename). numpy + h5py only (no torch) so that anything can import it cheaply.
+
+Per shard (first axis = sample, N samples):
+  images        uint8   N×H×W×C   C = 1 (gray) or 3 (RGB); model space is [-1, 1] = v/127.5 - 1
+  masks         uint8   N×H×W     class ids (thresholded for synthetic shards), 0 = background/void
+  sample_index  int64   N         global, unique within the directory
+  case_id       str     N         (real shards) the dataset's case name
+  full_masks    vlen u8 N         (real test shards) mask at the evaluation resolution, flattened row-major
+  full_shapes   int32   N×2       (real test shards) (rows, cols) of each full mask
+  spacing_mm    float32 N×2       (real shards, where known) (row, col) pixel spacing of the full mask grid
+  masks_raw     float16 N×H×W×K   (synthetic) raw tanh mask output, K = 1 for the scalar encoding
+  latents       float32 N×Z       (synthetic) the z that produced each sample
+File attributes: schema_version, kind ('real'|'synthetic'), dataset, split, fold, class_names (JSON list),
+height, width, channels; synthetic also generator_sha256, trained_dataset, trained_fold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import h5py
+import numpy as np
+
+from pairgen.errors import UserError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+SHARD_PATTERN = "shard-{:05d}.h5"
+KINDS = ("real", "synthetic")
+
+# dtype and rank (None = vlen) of every dataset the schema knows
+DATASETS: dict[str, tuple[str, int | None]] = {
+    "images": ("uint8", 4),
+    "masks": ("uint8", 3),
+    "sample_index": ("int64", 1),
+    "case_id": ("str", 1),
+    "full_masks": ("vlen", None),
+    "full_shapes": ("int32", 2),
+    "spacing_mm": ("float32", 2),
+    "masks_raw": ("float16", 4),
+    "latents": ("float32", 2),
+}
+REQUIRED = ("images", "masks", "sample_index")
+REQUIRED_SYNTHETIC = ("masks_raw", "latents")
+REQUIRED_ATTRS = ("schema_version", "kind", "dataset", "split", "fold", "class_names")
+
+
+def sha256_file(path: Path, block: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temp file in the same directory, fsync, rename. Never leaves a torn file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    file: str
+    n: int
+    sha256: str
+    first_index: int
+    last_index: int
+
+
+@dataclass
+class Manifest:
+    attrs: dict[str, Any]
+    shards: list[ShardInfo] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return sum(s.n for s in self.shards)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.attrs, "shards": [s.__dict__ for s in self.shards], "n_samples": self.n}
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], kind: str) -> int:
+    for name in arrays:
+        if name not in DATASETS:
+            raise ValueError(f"unknown shard dataset {name!r}")
+    missing = [n for n in REQUIRED + (REQUIRED_SYNTHETIC if kind == "synthetic" else ()) if n not in arrays]
+    if missing:
+        raise ValueError(f"shard is missing datasets {missing}")
+    n = len(arrays["sample_index"])
+    for name, value in arrays.items():
+        if len(value) != n:
+            raise ValueError(f"dataset {name} has {len(value)} samples, sample_index has {n}")
+        dtype, rank = DATASETS[name]
+        if dtype not in ("str", "vlen"):
+            if np.asarray(value).dtype != np.dtype(dtype) or np.asarray(value).ndim != rank:
+                raise ValueError(f"dataset {name} must be {dtype} rank {rank}, got {value.dtype} {value.shape}")
+    return n
+
+
+def write_shard(path: Path, arrays: dict[str, Any], attrs: dict[str, Any], compression: str | None = "lzf") -> ShardInfo:
+    """Write one complete shard atomically (temp name → fsync → rename) and return its manifest entry.
+
+    `arrays` follow the module schema; `attrs` must hold REQUIRED_ATTRS (class_names as a list).
+    lzf is built into h5py (no plugin needed to read) and is fast enough not to dominate export.
+    """
+    path = Path(path)
+    kind = attrs["kind"]
+    n = _check_arrays(arrays, kind)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as h5:
+            for name, value in arrays.items():
+                dtype, _ = DATASETS[name]
+                if dtype == "str":
+                    h5.create_dataset(name, data=np.asarray([str(v) for v in value], dtype=h5py.string_dtype()))
+                elif dtype == "vlen":
+                    ds = h5.create_dataset(name, (n,), dtype=h5py.vlen_dtype(np.uint8))
+                    for i, item in enumerate(value):
+                        ds[i] = np.ascontiguousarray(item, dtype=np.uint8).ravel()
+                else:
+                    value = np.ascontiguousarray(value)
+                    chunks = (max(1, min(n, 256)),) + value.shape[1:] if value.ndim > 1 and n else None
+                    h5.create_dataset(name, data=value, chunks=chunks,
+                                      compression=compression if chunks else None)
+            for key, value in attrs.items():
+                h5.attrs[key] = json.dumps(value) if key == "class_names" else value
+            h5.attrs["schema_version"] = SCHEMA_VERSION
+            images = arrays["images"]
+            h5.attrs["height"], h5.attrs["width"], h5.attrs["channels"] = images.shape[1:4] if n else (0, 0, 0)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        digest = sha256_file(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    index = np.asarray(arrays["sample_index"])
+    return ShardInfo(path.name, n, digest, int(index.min()) if n else -1, int(index.max()) if n else -1)
+
+
+def write_manifest(directory: Path, attrs: dict[str, Any], shards: Iterable[ShardInfo]) -> Manifest:
+    """Write manifest.json last: its presence marks the directory complete."""
+    manifest = Manifest({**attrs, "schema_version": SCHEMA_VERSION}, sorted(shards, key=lambda s: s.file))
+    atomic_write_json(Path(directory) / MANIFEST_NAME, manifest.to_json())
+    return manifest
+
+
+def read_manifest(directory: Path) -> Manifest:
+    path = Path(directory) / MANIFEST_NAME
+    if not path.is_file():
+        raise UserError(f"{path}: no manifest (not a shard directory, or an export that never finished)")
+    try:
+        raw = json.loads(path.read_text())
+        shards = [ShardInfo(**s) for s in raw.pop("shards")]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: unreadable manifest ({exc})") from None
+    raw.pop("n_samples", None)
+    if raw.get("schema_version") != SCHEMA_VERSION:
+        raise UserError(f"{path}: schema_version {raw.get('schema_version')}, this tool reads {SCHEMA_VERSION}")
+    return Manifest(raw, shards)
+
+
+def read_attrs(h5: h5py.File) -> dict[str, Any]:
+    attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in h5.attrs.items()}
+    if "class_names" in attrs:
+        attrs["class_names"] = json.loads(attrs["class_names"])
+    return attrs
+
+
+def open_shard(path: Path) -> h5py.File:
+    """Open a shard read-only and check its schema; errors are one-line UserErrors naming the file."""
+    path = Path(path)
+    try:
+        h5 = h5py.File(path, "r")
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable HDF5 shard ({exc.__class__.__name__}: {str(exc)[:120]})") from None
+    problems = schema_problems(h5)
+    if problems:
+        h5.close()
+        raise UserError(f"{path}: {problems[0]}")
+    return h5
+
+
+def schema_problems(h5: h5py.File) -> list[str]:
+    """Every way an open shard breaks the schema (empty list = fine)."""
+    problems = []
+    attrs = dict(h5.attrs)
+    for key in REQUIRED_ATTRS:
+        if key not in attrs:
+            problems.append(f"missing attribute {key!r}")
+    if attrs.get("schema_version") not in (None, SCHEMA_VERSION) and "schema_version" in attrs:
+        problems.append(f"schema_version {attrs['schema_version']}, expected {SCHEMA_VERSION}")
+    kind = attrs.get("kind")
+    if kind not in KINDS:
+        problems.append(f"kind {kind!r} is not one of {KINDS}")
+    needed = REQUIRED + (REQUIRED_SYNTHETIC if kind == "synthetic" else ())
+    for name in needed:
+        if name not in h5:
+            problems.append(f"missing dataset {name!r}")
+    try:
+        n = h5["sample_index"].shape[0] if "sample_index" in h5 else None
+        for name in h5:
+            if name not in DATASETS:
+                problems.append(f"unknown dataset {name!r}")
+                continue
+            dtype, rank = DATASETS[name]
+            ds = h5[name]
+            if n is not None and ds.shape[0] != n:
+                problems.append(f"dataset {name!r} has {ds.shape[0]} samples, sample_index has {n}")
+            if dtype not in ("str", "vlen") and (ds.dtype != np.dtype(dtype) or ds.ndim != rank):
+                problems.append(f"dataset {name!r} is {ds.dtype} rank {ds.ndim}, schema says {dtype} rank {rank}")
+        if "images" in h5 and "masks" in h5 and h5["images"].shape[:3] != h5["masks"].shape[:3]:
+            problems.append(f"images {h5['images'].shape} and masks {h5['masks'].shape} disagree")
+    except (OSError, KeyError) as exc:
+        problems.append(f"unreadable ({exc})")
+    return problems
+
+
+@dataclass
+class ShardSet:
+    """All samples of a shard directory, loaded into memory (the hot loop only indexes these arrays)."""
+
+    directory: Path
+    attrs: dict[str, Any]
+    images: np.ndarray            # uint8 N×H×W×C
+    masks: np.ndarray             # uint8 N×H×W
+    sample_index: np.ndarray      # int64 N
+    case_id: list[str] | None = None
+    full_masks: list[np.ndarray] | None = None   # uint8 rows×cols each
+    spacing_mm: np.ndarray | None = None         # float32 N×2
+    masks_raw: np.ndarray | None = None          # float16 N×H×W×K
+    latents: np.ndarray | None = None            # float32 N×Z
+
+    def __len__(self) -> int:
+        return len(self.sample_index)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.attrs["class_names"])
+
+
+def load_shards(directory: Path, verify_checksums: bool = True, with_raw: bool = False) -> ShardSet:
+    """Read a complete shard directory into memory, checking manifest, checksums and schema.
+
+    `with_raw` also loads masks_raw and latents of synthetic shards (large; segbench trains on `masks`).
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if not manifest.shards:
+        raise UserError(f"{directory}: manifest lists no shards")
+    parts: dict[str, list] = {}
+    for info in manifest.shards:
+        path = directory / info.file
+        if not path.is_file():
+            raise UserError(f"{path}: listed in the manifest but missing")
+        if verify_checksums and sha256_file(path) != info.sha256:
+            raise UserError(f"{path}: sha256 does not match the manifest (corrupt or modified shard)")
+        with open_shard(path) as h5:
+            if h5["sample_index"].shape[0] != info.n:
+                raise UserError(f"{path}: holds {h5['sample_index'].shape[0]} samples, manifest says {info.n}")
+            for name in h5:
+                if name in ("masks_raw", "latents") and not with_raw:
+                    continue
+                if name == "full_masks":
+                    shapes = h5["full_shapes"][:]
+                    flat = h5["full_masks"][:]
+                    parts.setdefault(name, []).extend(m.reshape(s) for m, s in zip(flat, shapes))
+                elif name == "case_id":
+                    parts.setdefault(name, []).extend(v.decode() if isinstance(v, bytes) else str(v) for v in h5[name][:])
+                elif name != "full_shapes":
+                    parts.setdefault(name, []).append(h5[name][:])
+    arrays = {k: (v if k in ("full_masks", "case_id") else np.concatenate(v)) for k, v in parts.items()}
+    attrs = dict(manifest.attrs)
+    return ShardSet(directory=directory, attrs=attrs, **arrays)
+
+
+def verify_directory(directory: Path) -> list[str]:
+    """Every problem of a shard directory against its manifest and the schema (empty list = valid)."""
+    directory = Path(directory)
+    problems: list[str] = []
+    try:
+        manifest = read_manifest(directory)
+    except UserError as exc:
+        return [str(exc)]
+    seen: dict[int, str] = {}
+    listed = {s.file for s in manifest.shards}
+    for stray in sorted(p.name for p in directory.glob("shard-*.h5")):
+        if stray not in listed:
+            problems.append(f"{directory / stray}: not listed in the manifest")
+    for info in manifest.shards:
+        path = directory / info.file
+        if not path.is_file():
+            problems.append(f"{path}: listed in the manifest but missing")
+            continue
+        if sha256_file(path) != info.sha256:
+            problems.append(f"{path}: sha256 does not match the manifest")
+        try:
+            h5 = h5py.File(path, "r")
+        except (OSError, ValueError) as exc:
+            problems.append(f"{path}: not readable as HDF5 ({exc.__class__.__name__})")
+            continue
+        with h5:
+            problems.extend(f"{path}: {p}" for p in schema_problems(h5))
+            if "sample_index" not in h5:
+                continue
+            index = h5["sample_index"][:]
+            if len(index) != info.n:
+                problems.append(f"{path}: holds {len(index)} samples, manifest says {info.n}")
+            attrs = read_attrs(h5)
+            for key in ("kind", "dataset", "fold", "class_names"):
+                if key in manifest.attrs and attrs.get(key) != manifest.attrs[key]:
+                    problems.append(f"{path}: attribute {key}={attrs.get(key)!r}, manifest says {manifest.attrs[key]!r}")
+            for value in index.tolist():
+                if value in seen:
+                    problems.append(f"{path}: sample_index {value} also in {seen[value]}")
+                seen[value] = info.file
+            if "masks" in h5 and "class_names" in attrs and h5["masks"].shape[0]:
+                top = int(h5["masks"][:].max())
+                if top >= len(attrs["class_names"]):
+                    problems.append(f"{path}: mask value {top} but only {len(attrs['class_names'])} classes")
+    expected = manifest.attrs.get("n_expected")
+    if expected is not None and sorted(seen) != list(range(int(expected))):
+        missing = int(expected) - len(seen)
+        problems.append(f"{directory}: sample indices are not exactly 0…{int(expected) - 1} ({missing} missing)")
+    return problems

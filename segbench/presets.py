@@ -1,0 +1,102 @@
+"""Segmentation run configuration: one frozen, JSON-serialisable dataclass (preset + CLI flags), saved per run.
+
+Presets (match pairgen's):
+  tiny    narrow U-Net, a few hundred iterations at most; tests and demos on 2 CPU cores
+  small   CPU-scale experiments (depth 3, 32 filters)
+  thesis  table 4.2 (lung: depth 3, 64 filters, average pooling) / table 4.4 (road scenes: depth 4, 256 filters),
+          early stopping 3000/3000 as in section 4.2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pairgen.errors import UserError
+from pairgen.presets import WIDE_DATASETS
+
+PRESETS = ("tiny", "small", "thesis")
+SYNTH_SOURCES = ("shards", "generator")
+
+
+@dataclass(frozen=True)
+class SegConfig:
+    dataset: str = ""                    # filled from the shards when not given
+    fold_id: str = "fold1"
+    preset: str = "tiny"
+    real_per_batch: int = 4              # K real pairs in every minibatch
+    synth_per_batch: int = 4             # M synthetic pairs in every minibatch
+    aug: str = "none"                    # augmentation spec (segbench.augment.parse_spec)
+    real_shards: str | None = None       # parent dir holding train/val/test real shard dirs
+    synth_shards: str | None = None      # synthetic shard dir (synth_source='shards')
+    synth_source: str = "shards"         # 'shards' | 'generator' (fresh samples from a checkpoint each batch)
+    checkpoint: str | None = None        # generator checkpoint for synth_source='generator'
+    depth: int = 2
+    filters: int = 16
+    pooling: str = "avg"                 # tables 4.2 / 4.4: average pooling
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    min_iters: int = 60                  # section 4.2: at least 3000 iterations (thesis preset)
+    patience: int = 60                   # section 4.2: stop 3000 iterations after the last validation minimum
+    max_iters: int = 300                 # hard cap (CPU presets); thesis: large
+    val_every: int = 20                  # validation loss every this many iterations
+    eval_batch: int = 16
+    postprocess_lcc: bool | None = None  # None: on for single-foreground tasks (thesis: left lung), off otherwise
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True                     # bf16 autocast on CUDA
+
+    @property
+    def batch_size(self) -> int:
+        return self.real_per_batch + self.synth_per_batch
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "SegConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise UserError(f"config has unknown keys {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    def save(self, path: Path) -> None:
+        from pairgen.shards import atomic_write_json
+
+        atomic_write_json(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: Path) -> "SegConfig":
+        try:
+            return cls.from_json(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{path}: unreadable config ({exc})") from None
+
+
+def preset_values(dataset: str, preset: str) -> dict[str, Any]:
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    wide = dataset in WIDE_DATASETS
+    if preset == "thesis":
+        return dict(depth=4 if wide else 3, filters=256 if wide else 64, min_iters=3000, patience=3000,
+                    max_iters=200_000, val_every=100)
+    if preset == "small":
+        return dict(depth=3, filters=32, min_iters=600, patience=600, max_iters=3000, val_every=50)
+    return dict(depth=2, filters=16, min_iters=60, patience=60, max_iters=300, val_every=20)
+
+
+def make_config(dataset: str, preset: str = "tiny", **overrides: Any) -> SegConfig:
+    values: dict[str, Any] = {"dataset": dataset, "preset": preset, **preset_values(dataset, preset)}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    config = SegConfig.from_json(values)
+    if config.real_per_batch < 0 or config.synth_per_batch < 0:
+        raise UserError("--real and --synth must be >= 0")
+    if config.batch_size == 0:
+        raise UserError("--real + --synth must be at least 1 (a minibatch cannot be empty)")
+    if config.synth_source not in SYNTH_SOURCES:
+        raise UserError(f"--synth-source must be one of {', '.join(SYNTH_SOURCES)}, not {config.synth_source!r}")
+    return config
