@@ -97,6 +97,15 @@ class GANConfig:
             raise UserError(f"{path}: unreadable config ({exc})") from None
 
 
+def resolve_preset(preset: str) -> str:
+    """'auto' → 'thesis' when a CUDA device is present, else 'small' (the thesis networks are too slow on CPU)."""
+    if preset != "auto":
+        return preset
+    import torch
+
+    return "thesis" if torch.cuda.is_available() else "small"
+
+
 def preset_values(dataset: str, preset: str) -> dict[str, Any]:
     """Architecture and schedule of a preset for a dataset (before CLI overrides)."""
     if preset not in PRESETS:
@@ -125,6 +134,7 @@ def preset_values(dataset: str, preset: str) -> dict[str, Any]:
 
 def make_config(dataset: str, preset: str = "tiny", **overrides: Any) -> GANConfig:
     """Preset values for (dataset, preset), then non-None overrides (CLI flags). Validates the result."""
+    preset = resolve_preset(preset)
     values: dict[str, Any] = {"dataset": dataset, "preset": preset, **preset_values(dataset, preset)}
     values.update({k: v for k, v in overrides.items() if v is not None})
     config = GANConfig.from_json(values)

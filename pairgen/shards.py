@@ -76,11 +76,22 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _umask_mode() -> int:
+    """0o666 minus the process umask: mkstemp creates 0o600 files, which would hide outputs from other users."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _umask_mode()  # read once: os.umask is process-global, so never toggle it while threads write
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` via a temp file in the same directory, fsync, rename. Never leaves a torn file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -146,6 +157,7 @@ def write_shard(path: Path, arrays: dict[str, Any], attrs: dict[str, Any], compr
     kind = attrs["kind"]
     n = _check_arrays(arrays, kind)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as h5:

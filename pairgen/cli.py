@@ -1,0 +1,172 @@
+"""`pairgen` command line: flags → config → one function call. No logic lives here.
+
+User errors (pairgen.errors.UserError) print as one red line and exit 2; anything else is a bug and raises.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from pairgen.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Learn a GAN over image+mask pairs and export synthetic labeled pairs as HDF5 shards.")
+console = Console(stderr=True)
+
+WorkspaceOpt = typer.Option(None, "--workspace", help="Workspace dir (default $PAIRGEN_WORKSPACE or ./workspace).")
+RootOpt = typer.Option(None, "--root", help="Dataset root (searched below; cityscapes also reads $CITYSCAPES_DATASET).")
+StructuresOpt = typer.Option(None, "--structures", help="scr-lung: comma list of SCR structures (default 'left lung').")
+
+
+def _structures(value: Optional[str]) -> tuple[str, ...]:
+    return tuple(s.strip() for s in value.split(",") if s.strip()) if value else ()
+
+
+@app.command()
+def prepare(
+    dataset: str = typer.Option("shapes", "--dataset", help="scr-lung | cityscapes | camvid | folder | shapes"),
+    root: Optional[Path] = RootOpt,
+    fold: int = typer.Option(1, "--fold", help="1-based fold of the dataset's split manifest."),
+    preset: str = typer.Option("auto", "--preset", help="Training resolution of this preset (tiny | small | thesis | auto)."),
+    height: Optional[int] = typer.Option(None, "--height", help="Override the preset's training height."),
+    width: Optional[int] = typer.Option(None, "--width", help="Override the preset's training width."),
+    structures: Optional[str] = StructuresOpt,
+    train_fraction: float = typer.Option(1.0, "--train-fraction", help="Keep this seeded fraction of the train split."),
+    check: bool = typer.Option(False, "--check", help="Only report every problem of the dataset tree; write nothing."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write train/val/test shard dirs here instead."),
+    workspace: Optional[Path] = WorkspaceOpt,
+) -> None:
+    """Resize a dataset to the training resolution and write real train/val/test shards."""
+    from pairgen import prepare as prep
+    from pairgen.presets import make_config
+    from pairgen.workspace import workspace_root
+
+    if check:
+        problems = prep.check_dataset(dataset, str(root) if root else None, _structures(structures))
+        for problem in problems:
+            console.print(f"[red]✗[/] {problem}", highlight=False)
+        if problems:
+            raise UserError(f"{len(problems)} problem(s) found in the {dataset} tree")
+        console.print(f"[green]✓[/] {dataset}: no problems found")
+        return
+    config = make_config(dataset, preset, height=height, width=width)
+    path = prep.prepare(dataset, str(root) if root else None, fold, config.height, config.width,
+                        _structures(structures), workspace_root(workspace), out, train_fraction)
+    console.print(f"[green]✓[/] real shards in {path}")
+
+
+@app.command()
+def train(
+    dataset: str = typer.Option("shapes", "--dataset", help="scr-lung | cityscapes | camvid | folder | shapes"),
+    root: Optional[Path] = RootOpt,
+    fold: int = typer.Option(1, "--fold"),
+    preset: str = typer.Option("auto", "--preset", help="tiny | small | thesis (tables 4.1 / 4.3) | auto (thesis on CUDA, else small)."),
+    iters: Optional[int] = typer.Option(None, "--iters", help="Generator iterations (preset default)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    mask_encoding: Optional[str] = typer.Option(None, "--mask-encoding", help="scalar (thesis) | onehot"),
+    critic_norm: Optional[str] = typer.Option(None, "--critic-norm", help="layer (default) | batch (tables) | none"),
+    structures: Optional[str] = StructuresOpt,
+    train_fraction: Optional[float] = typer.Option(None, "--train-fraction", help="Low-data: fraction of train."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory from its newest checkpoint."),
+    workspace: Optional[Path] = WorkspaceOpt,
+) -> None:
+    """Train the image+mask pair WGAN-GP (prepares the real shards first when needed)."""
+    from pairgen.presets import make_config
+    from pairgen.train import launch
+    from pairgen.workspace import workspace_root
+
+    config = make_config(dataset, preset, root=str(root) if root else None, fold=fold, iters=iters,
+                         batch_size=batch_size, mask_encoding=mask_encoding, critic_norm=critic_norm,
+                         structures=_structures(structures) or None, train_fraction=train_fraction,
+                         seed=seed, device=device)
+    run_dir = launch(config, workspace_root(workspace), resume)
+    console.print(f"[green]✓[/] GAN run in {run_dir}")
+
+
+@app.command()
+def sample(
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Generator checkpoint (default: newest run)."),
+    n: int = typer.Option(16, "--n", help="Number of pairs on the sheet."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(Path("samples.png"), "--out", help="PNG sheet to write."),
+    device: str = typer.Option("auto", "--device"),
+    workspace: Optional[Path] = WorkspaceOpt,
+) -> None:
+    """Write a PNG sheet of generated pairs: image, raw mask, thresholded mask overlay."""
+    from pairgen.checkpoint import load_generator
+    from pairgen.devices import resolve_device
+    from pairgen.export import resolve_checkpoint
+    from pairgen.sheets import sample_sheet
+    from pairgen.workspace import workspace_root
+
+    path = resolve_checkpoint(workspace_root(workspace), checkpoint)
+    generator, config, _ = load_generator(path, device=resolve_device(device))
+    sample_sheet(generator, config, n, seed, out, device=resolve_device(device))
+    console.print(f"[green]✓[/] sample sheet {out}")
+
+
+@app.command()
+def export(
+    n: int = typer.Option(1000, "--n", help="Number of synthetic pairs."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Generator checkpoint (default: newest run)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Pick the newest run of this dataset."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output shard dir (default: under the workspace)."),
+    seed: int = typer.Option(0, "--seed", help="Sample i depends on (seed, i) only."),
+    block_size: int = typer.Option(1024, "--block-size", help="Pairs generated per forward pass."),
+    samples_per_shard: int = typer.Option(4096, "--samples-per-shard"),
+    device: str = typer.Option("auto", "--device"),
+    resume: bool = typer.Option(False, "--resume", help="Finish an interrupted export into --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export in --out."),
+    workspace: Optional[Path] = WorkspaceOpt,
+) -> None:
+    """Sample N pairs from a trained generator into synthetic shards + manifest.json."""
+    from pairgen.export import default_export_dir, export as run_export, resolve_checkpoint
+    from pairgen.workspace import workspace_root
+
+    ws = workspace_root(workspace)
+    path = resolve_checkpoint(ws, checkpoint, dataset)
+    target = out if out is not None else default_export_dir(ws, path)
+    result = run_export(path, target, n, seed=seed, block_size=block_size, samples_per_shard=samples_per_shard,
+                        device=device, resume=resume, overwrite=overwrite)
+    console.print(f"[green]✓[/] {n} synthetic pairs in {result}")
+
+
+@app.command()
+def verify(directory: Path = typer.Argument(..., help="Shard directory with a manifest.json.")) -> None:
+    """Check a shard directory against its manifest and the schema; report every problem."""
+    from pairgen.shards import read_manifest, verify_directory
+
+    problems = verify_directory(directory)
+    for problem in problems:
+        console.print(f"[red]✗[/] {problem}", highlight=False)
+    if problems:
+        raise UserError(f"{len(problems)} problem(s) in {directory}")
+    manifest = read_manifest(directory)
+    console.print(f"[green]✓[/] {directory}: {len(manifest.shards)} shard(s), {manifest.n} samples, all valid")
+
+
+def run_app(typer_app: typer.Typer, err_console: Console) -> None:
+    """Run a typer app; user errors become one line and exit code 2."""
+    try:
+        typer_app()
+    except UserError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+
+
+def main() -> None:
+    run_app(app, console)
+
+
+if __name__ == "__main__":
+    main()

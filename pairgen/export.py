@@ -1,0 +1,289 @@
+"""`pairgen export`: sample a trained generator into synthetic shards (pairgen.shards schema), resumably.
+
+Layout: shard k holds global indices [k·S, (k+1)·S) ∩ [0, n) (S = samples_per_shard), so every shard's content is
+fixed by (checkpoint, seed, n, S) alone. Sample i's latent comes from pairgen.sampling.latents (seed and i only);
+the generator runs in eval mode, so batch norm uses running statistics and a sample does not depend on its batch.
+Every forward pass has exactly B = min(block_size, samples_per_shard) latents: shard [lo, hi) runs [lo, lo+B),
+[lo+B, lo+2B)…, the last one padded with the following indices' latents (outputs dropped). So for one B and device
+sample i is bit-identical whatever n, world size or resume; across B it is equal up to the backend's
+batch-size invariance (bit-identical on CPU for B >= 8 in tests; cuDNN may pick other kernels per batch size).
+
+Robustness: shards are written complete under a temp name and renamed, manifest.json last. `resume` keeps every
+final-named shard that opens, has the expected sample_index and was written by the same generator and seed (valid by
+construction, so no sidecar checksums), deletes stray temp files, writes the rest, then the manifest.
+Ranks: shard k is written by rank k % world_size; each rank owns (checks, clears, resumes) only its shards' files,
+rank 0 also the manifest, which it writes once every shard exists (torch.distributed barrier, else polling).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pairgen import shards, workspace
+from pairgen.errors import UserError
+from pairgen.presets import GANConfig
+from pairgen.sampling import Z_SCHEME, fixed_cudnn_kernels, generate_block, latents, resolve_device
+
+_SHARD = re.compile(r"^shard-(\d{5,})\.h5$")
+_SHARD_TMP = re.compile(r"^\.shard-(\d{5,})\.h5\..*\.tmp$")
+_MANIFEST_TMP = re.compile(r"^\.manifest\.json\..*\.tmp$")
+WAIT_STALL_S = 3600.0   # rank 0 without torch.distributed: give up when no other rank's shard appeared for this long
+
+
+@dataclass
+class Source:
+    """A loaded generator and what the shards record about it."""
+
+    generator: torch.nn.Module   # eval mode, on `device`
+    config: GANConfig
+    meta: dict[str, Any]         # sha256, dataset, fold_id, class_names, step
+    device: torch.device
+
+
+def load_source(checkpoint: Path, device: str = "auto", rank: int = 0) -> Source:
+    from pairgen.checkpoint import load_generator
+
+    resolved = resolve_device(device, rank)
+    generator, config, meta = load_generator(Path(checkpoint), resolved)
+    return Source(generator.eval(), config, meta, resolved)
+
+
+def resolve_checkpoint(workspace_dir: Path, checkpoint: Path | None, dataset: str | None = None) -> Path:
+    """The given checkpoint file (a run dir means its newest checkpoint), else the newest checkpoint of the
+    newest GAN run in the workspace (of `dataset`, when given)."""
+    from pairgen.checkpoint import newest_checkpoint
+
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if path.is_dir():
+            found = newest_checkpoint(path)
+            if found is None:
+                raise UserError(f"--checkpoint {path}: directory holds no checkpoints/ckpt-*.pt")
+            return found
+        if not path.is_file():
+            raise UserError(f"--checkpoint {path}: no such file")
+        return path
+    run = workspace.newest_gan_run(Path(workspace_dir), dataset)
+    found = newest_checkpoint(run)
+    if found is None:  # newest_gan_run only lists runs with a ckpt-*.pt, but it may not match the step pattern
+        raise UserError(f"{run / 'checkpoints'}: no ckpt-<step>.pt checkpoint")
+    return found
+
+
+def default_export_dir(workspace_dir: Path, checkpoint_path: Path) -> Path:
+    """Create and return <ws>/<dataset>/<fold_id>/synth/<NNNNN>-<gan run name>.
+
+    The checkpoint lives in <run>/checkpoints/ckpt-*.pt; dataset and fold_id come from the checkpoint itself.
+    """
+    from pairgen.checkpoint import load_checkpoint
+
+    state = load_checkpoint(Path(checkpoint_path))
+    run_name = Path(checkpoint_path).resolve().parent.parent.name
+    parent = workspace.fold_dir(Path(workspace_dir), state["dataset"], state["fold_id"]) / "synth"
+    return workspace.new_numbered_dir(parent, run_name)
+
+
+def shard_range(k: int, n: int, samples_per_shard: int) -> tuple[int, int]:
+    return k * samples_per_shard, min(n, (k + 1) * samples_per_shard)
+
+
+def _owner(name: str, world_size: int) -> int | None:
+    """Rank that owns a file this tool writes (0 for the manifest), None for a file it never writes."""
+    if match := _SHARD.match(name) or _SHARD_TMP.match(name):
+        return int(match.group(1)) % world_size
+    if name == shards.MANIFEST_NAME or _MANIFEST_TMP.match(name):
+        return 0
+    return None
+
+
+def _prepare(out: Path, resume: bool, overwrite: bool, rank: int, world_size: int) -> None:
+    """Refuse a non-empty output, or clear (overwrite) / tidy (resume) the files this rank owns."""
+    entries = sorted(out.iterdir())
+    mine = [p for p in entries if _owner(p.name, world_size) == rank]
+    if not resume and not overwrite:
+        foreign = [p for p in entries if _owner(p.name, world_size) is None]
+        if mine or foreign:
+            raise UserError(f"{out}: output directory is not empty; pass --resume to continue or --overwrite")
+        return
+    for path in mine:
+        # resume keeps final-named shards (checked later); the manifest is rewritten at the end
+        if overwrite or not _SHARD.match(path.name):
+            path.unlink(missing_ok=True)
+
+
+def _existing(path: Path, lo: int, hi: int, stamp: dict[str, Any]) -> tuple[shards.ShardInfo | None, str]:
+    """(ShardInfo, '') for a valid existing shard of [lo, hi), else (None, why); UserError if another export's.
+
+    A final-named shard is complete by construction (temp → fsync → rename); reading every dataset once more
+    still catches a damaged file (h5py raises many exception types on those: all mean "rewrite it").
+    """
+    try:
+        with shards.open_shard(path) as h5:
+            attrs = shards.read_attrs(h5)
+            index = h5["sample_index"][:]
+            for name in h5:
+                h5[name][...]
+    except Exception as exc:  # noqa: BLE001 (UserError, OSError, RuntimeError, KeyError, ValueError, TypeError)
+        return None, f"unreadable ({str(exc)[:160]})"
+    for key in ("generator_sha256", "seed", "kind"):
+        if attrs.get(key) != stamp[key]:
+            raise UserError(f"{path}: written with {key}={attrs.get(key)!r}, this export has {stamp[key]!r}; "
+                            "use --overwrite or another --out")
+    if not np.array_equal(index, np.arange(lo, hi)):
+        return None, f"holds other sample indices than {lo}…{hi - 1} (other --n or --samples-per-shard)"
+    return shards.ShardInfo(path.name, hi - lo, shards.sha256_file(path), lo, hi - 1), ""
+
+
+def _dist() -> Any:
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def export(checkpoint: Path, out: Path, n: int, seed: int = 0, block_size: int = 1024,
+           samples_per_shard: int = 4096, device: str = "auto", resume: bool = False, overwrite: bool = False,
+           show_progress: bool = True, rank: int = 0, world_size: int = 1) -> Path:
+    """Write n synthetic samples of `checkpoint` as shards + manifest.json into `out`; returns `out`."""
+    _check_args(n, seed, block_size, samples_per_shard, resume, overwrite, rank, world_size)  # before a slow load
+    if not Path(checkpoint).exists():
+        raise UserError(f"--checkpoint {checkpoint}: no such file")
+    return export_source(load_source(Path(checkpoint), device, rank), out, n, seed, block_size, samples_per_shard,
+                         resume, overwrite, show_progress, rank, world_size, checkpoint=Path(checkpoint))
+
+
+def _check_args(n: int, seed: int, block_size: int, samples_per_shard: int, resume: bool, overwrite: bool,
+                rank: int, world_size: int) -> None:
+    for value, name in ((n, "--n"), (block_size, "--block-size"), (samples_per_shard, "--samples-per-shard")):
+        if value < 1:
+            raise UserError(f"{name} must be positive, not {value}")
+    if seed < 0:
+        raise UserError(f"--seed must be non-negative, not {seed}")
+    if not 0 <= rank < world_size:
+        raise UserError(f"rank {rank} is outside world size {world_size}")
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite exclude each other")
+
+
+def export_source(source: Source, out: Path, n: int, seed: int = 0, block_size: int = 1024,
+                  samples_per_shard: int = 4096, resume: bool = False, overwrite: bool = False,
+                  show_progress: bool = True, rank: int = 0, world_size: int = 1,
+                  checkpoint: Path | None = None) -> Path:
+    """`export` for an already loaded generator (tests, benchmarks). Ranks other than 0 return without waiting for
+    the manifest unless torch.distributed is initialised (then every rank returns after it is written)."""
+    dist = _dist()
+    if dist is not None and world_size == 1:  # under torchrun: the process group says who writes what
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+    _check_args(n, seed, block_size, samples_per_shard, resume, overwrite, rank, world_size)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    _prepare(out, resume, overwrite, rank, world_size)
+
+    config, meta = source.config, source.meta
+    class_names = list(meta["class_names"])
+    stamp = {"kind": "synthetic", "dataset": meta["dataset"], "split": "synthetic", "fold": meta["fold_id"],
+             "class_names": class_names, "generator_sha256": meta["sha256"], "trained_dataset": meta["dataset"],
+             "trained_fold": meta["fold_id"], "seed": int(seed), "z_scheme": Z_SCHEME}
+    n_shards = -(-n // samples_per_shard)
+    if resume:  # stale shards past the end (an earlier, larger --n) are this rank's to remove
+        for path in out.glob("shard-*.h5"):
+            match = _SHARD.match(path.name)
+            if match and int(match.group(1)) >= n_shards and int(match.group(1)) % world_size == rank:
+                path.unlink()
+    todo, infos = [], {}
+    for k in range(rank, n_shards, world_size):
+        path = out / shards.SHARD_PATTERN.format(k)
+        info, why = _existing(path, *shard_range(k, n, samples_per_shard), stamp) if path.exists() else (None, "")
+        if info is not None:
+            infos[k] = info
+            continue
+        if why:
+            print(f"pairgen export: rewriting {path}: {why}", file=sys.stderr)
+        todo.append(k)
+
+    batch = min(block_size, samples_per_shard)  # forward batch: the same for every block of every shard
+    total = sum(min(n, (k + 1) * samples_per_shard) - k * samples_per_shard for k in range(rank, n_shards, world_size))
+    done = sum(i.n for i in infos.values())
+    # one writer thread: shard k is compressed/hashed/fsynced (h5py, hashlib and fsync release the GIL) while
+    # shard k+1 is generated; at most two shards are in memory
+    with tqdm(total=total, initial=done, unit="sample", desc=f"export {out.name}", dynamic_ncols=True,
+              disable=not show_progress or rank != 0) as bar, ThreadPoolExecutor(max_workers=1) as writer:
+        pending: Future | None = None
+        for k in todo:
+            lo, hi = shard_range(k, n, samples_per_shard)
+            with fixed_cudnn_kernels():
+                arrays = _generate_shard(source, seed, lo, hi, batch, bar)
+            if pending is not None:
+                infos.update([pending.result()])
+            pending = writer.submit(_write_shard, out, k, arrays, stamp)
+        if pending is not None:
+            infos.update([pending.result()])
+
+    if dist is not None:
+        dist.barrier()
+    if rank == 0:
+        _finish(out, n, n_shards, samples_per_shard, world_size, infos, stamp, meta, checkpoint, waited=dist is None)
+    if dist is not None:
+        dist.barrier()  # nobody returns before the manifest exists
+    return out
+
+
+def _generate_shard(source: Source, seed: int, lo: int, hi: int, batch: int, bar: tqdm) -> dict[str, np.ndarray]:
+    """Shard arrays for indices [lo, hi), forward passes of exactly `batch` latents each."""
+    arrays: dict[str, np.ndarray] = {"sample_index": np.arange(lo, hi, dtype=np.int64)}
+    for start in range(lo, hi, batch):
+        stop = min(hi, start + batch)
+        # always a full batch (the tail padded with the next indices' latents, outputs dropped): a GEMM with
+        # another row count may round differently (seen on CPU below 8 rows), and sample i must not depend on n
+        # or on where a shard ends
+        z = latents(seed, start, start + batch, source.config.z_dim)
+        block = generate_block(source.generator, z, source.config, source.device)
+        for name, value in block.items():  # fill preallocated shard arrays: no concatenate copy
+            if name not in arrays:
+                arrays[name] = np.empty((hi - lo,) + value.shape[1:], value.dtype)
+            arrays[name][start - lo:stop - lo] = value[:stop - start]
+        bar.update(stop - start)
+    return arrays
+
+
+def _write_shard(out: Path, k: int, arrays: dict[str, np.ndarray],
+                 stamp: dict[str, Any]) -> tuple[int, shards.ShardInfo]:
+    return k, shards.write_shard(out / shards.SHARD_PATTERN.format(k), arrays, stamp)
+
+
+def _finish(out: Path, n: int, n_shards: int, samples_per_shard: int, world_size: int,
+            infos: dict[int, shards.ShardInfo], stamp: dict[str, Any], meta: dict[str, Any],
+            checkpoint: Path | None, waited: bool) -> None:
+    """Rank 0: collect every shard (other ranks' by listing, checked like resume), then write the manifest."""
+    pending = [k for k in range(n_shards) if k not in infos]
+    last_change = time.monotonic()
+    while pending:
+        found = [k for k in pending if (out / shards.SHARD_PATTERN.format(k)).exists()]
+        for k in found:
+            path = out / shards.SHARD_PATTERN.format(k)
+            info, why = _existing(path, *shard_range(k, n, samples_per_shard), stamp)
+            if info is None:
+                raise UserError(f"{path}: {why}; re-run with --resume")
+            infos[k] = info
+        pending = [k for k in pending if k not in infos]
+        if not pending:
+            break
+        if world_size == 1 or not waited or time.monotonic() - last_change > WAIT_STALL_S:
+            raise UserError(f"{out}: shards {pending[:5]} missing after export; re-run with --resume")
+        last_change = time.monotonic() if found else last_change
+        time.sleep(0.5)
+    attrs = {**stamp, "n_expected": int(n), "samples_per_shard": int(samples_per_shard),
+             "generator_step": meta.get("step"),
+             "checkpoint": meta.get("path", str(checkpoint) if checkpoint else None)}
+    shards.write_manifest(out, attrs, infos.values())

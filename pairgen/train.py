@@ -1,0 +1,268 @@
+"""The one WGAN-GP training loop over image+mask pairs (thesis algorithm 4), with exact resume.
+
+A run directory gets config.json (before any work), log.jsonl, samples/step-XXXXXXX.png and
+checkpoints/ckpt-XXXXXXX.pt. log.jsonl holds one JSON object per line, each with an "event":
+  tick    step, critic_loss, wasserstein, gp, generator_loss (means over the tick), it_per_s (this tick),
+          wall_s (seconds since this train() call started), skipped (steps skipped in this tick)
+  skip    step (the iteration in progress), phase ('critic'|'generator'), term ('wasserstein'|'gp'|'loss'|'grad')
+  resume  step, checkpoint
+Determinism: the global torch/numpy RNGs (z, ε of the penalty) and the data order (a seeded permutation per epoch
+plus a position) are checkpointed, so on CPU N steps straight equal N/2 steps + resume + N/2 steps exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from pairgen.checkpoint import (FORMAT, VERSION, capture_rng, checkpoint_config, checkpoint_path, load_checkpoint,
+                                newest_checkpoint, restore_rng, save_checkpoint)
+from pairgen.devices import resolve_device
+from pairgen.encoding import encode_mask
+from pairgen.errors import UserError
+from pairgen.networks import build_critic, build_generator
+from pairgen.presets import GANConfig, validate
+from pairgen.shards import load_shards
+from pairgen.sheets import sample_sheet
+from pairgen.wgan_gp import critic_step, generator_step
+
+MAX_BAD_STEPS = 10          # consecutive non-finite steps of one phase (critic or generator) before giving up
+SHEET_SAMPLES = 16
+# settings that may change when a run is resumed without changing what is being trained
+RESUMABLE_CHANGES = ("iters", "device", "amp", "tick_every", "sample_every", "checkpoint_every", "keep_checkpoints")
+
+
+class TrainingDiverged(UserError):
+    """Critic or generator steps were non-finite MAX_BAD_STEPS times in a row."""
+
+
+class PairData:
+    """The training split in memory on the device: images uint8 N×C×H×W, masks uint8 N×H×W (no per-step I/O)."""
+
+    def __init__(self, directory: Path, config: GANConfig, device: torch.device) -> None:
+        shard_set = load_shards(directory)
+        n, height, width, channels = shard_set.images.shape
+        if n == 0:
+            raise UserError(f"{directory}: the training split holds no pairs")
+        if (height, width) != (config.height, config.width):
+            raise UserError(f"{directory}: pairs are {height}×{width}, "
+                            f"the config trains {config.height}×{config.width}")
+        if channels != config.image_channels:
+            raise UserError(f"{directory}: images have {channels} channels, the config says {config.image_channels}")
+        names = tuple(shard_set.class_names)
+        # a config without class names (tests, hand-made configs) takes them from the data
+        self.config = config if config.class_names else dataclasses.replace(config, class_names=names)
+        if names != self.config.class_names:
+            raise UserError(f"{directory}: classes {list(names)} differ from the config's "
+                            f"{list(self.config.class_names)}")
+        if int(shard_set.masks.max(initial=0)) >= len(names):
+            raise UserError(f"{directory}: mask ids exceed the {len(names)} classes of the manifest")
+        self.images = torch.from_numpy(shard_set.images).permute(0, 3, 1, 2).contiguous().to(device)
+        self.masks = torch.from_numpy(shard_set.masks).to(device)
+        self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def batch(self, index: torch.Tensor) -> torch.Tensor:
+        """Pairs float32 B×(C+Kc)×H×W in [-1, 1] for sample indices `index` (int64 B)."""
+        index = index.to(self.images.device)
+        images = self.images[index].float() / 127.5 - 1.0
+        masks = encode_mask(self.masks[index], self.config.n_classes, self.config.mask_encoding)
+        return torch.cat([images, masks], dim=1).contiguous(memory_format=self.memory_format)
+
+
+class EpochSampler:
+    """Batches of indices from one seeded permutation per epoch; (epoch, position) resumes the order exactly."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.epoch, self.position = 0, 0
+        self._permutation: torch.Tensor | None = None
+
+    def _current(self) -> torch.Tensor:
+        if self._permutation is None:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            self._permutation = torch.randperm(self.n, generator=generator)
+        return self._permutation
+
+    def next(self) -> torch.Tensor:
+        """int64 batch_size indices; a batch that crosses an epoch end continues in the next permutation."""
+        parts, need = [], self.batch_size
+        while need:
+            taken = self._current()[self.position:self.position + need]
+            parts.append(taken)
+            need -= len(taken)
+            self.position += len(taken)
+            if self.position >= self.n:
+                self.epoch, self.position, self._permutation = self.epoch + 1, 0, None
+        return torch.cat(parts)
+
+    def state(self) -> dict[str, int]:
+        return {"n": self.n, "seed": self.seed, "epoch": self.epoch, "position": self.position}
+
+    def load(self, state: dict[str, Any], source: Path) -> None:
+        if int(state["n"]) != self.n or int(state["seed"]) != self.seed:
+            raise UserError(f"{source}: trained on {state['n']} pairs (seed {state['seed']}), the training split "
+                            f"now has {self.n} (seed {self.seed}); resume needs the same data")
+        self.epoch, self.position, self._permutation = int(state["epoch"]), int(state["position"]), None
+
+
+def _make_optimizer(module: nn.Module, config: GANConfig, device: torch.device) -> torch.optim.Adam:
+    extra = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.Adam(module.parameters(), lr=config.lr, betas=tuple(config.betas), **extra)
+
+
+def _check_resumable(saved: GANConfig, config: GANConfig, path: Path) -> None:
+    old, new = saved.to_json(), config.to_json()
+    differ = sorted(k for k in old if k not in RESUMABLE_CHANGES and old[k] != new.get(k))
+    if differ:
+        raise UserError(f"{path}: cannot resume, the checkpoint was trained with different {', '.join(differ)}")
+
+
+def _append_log(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False, show_progress: bool = True) -> Path:
+    """Train (or with `resume`, continue) a pair WGAN-GP on real_dir/train; returns the final checkpoint path."""
+    validate(config)
+    run_dir, device = Path(run_dir), resolve_device(config.device)
+    data = PairData(Path(real_dir) / "train", config, device)
+    config = data.config
+    torch.manual_seed(config.seed)  # network initialisation; a resume restores the RNG states afterwards
+    np.random.seed(config.seed)
+    generator, critic = build_generator(config).to(device), build_critic(config).to(device)
+    if device.type == "cuda":
+        generator.to(memory_format=torch.channels_last)
+        critic.to(memory_format=torch.channels_last)
+    opt_g, opt_d = _make_optimizer(generator, config, device), _make_optimizer(critic, config, device)
+    sampler = EpochSampler(len(data), config.batch_size, config.seed)
+    step, last_good = 0, newest_checkpoint(run_dir)
+    log_path = run_dir / "log.jsonl"
+    if resume:
+        if last_good is None:
+            raise UserError(f"{run_dir}: nothing to resume (no checkpoints/ckpt-*.pt)")
+        state = load_checkpoint(last_good)
+        _check_resumable(checkpoint_config(state, last_good), config, last_good)
+        generator.load_state_dict(state["generator"])
+        critic.load_state_dict(state["critic"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        step = int(state["step"])
+        sampler.load(state["data_order"], last_good)
+        restore_rng(state["rng"])
+        _append_log(log_path, {"event": "resume", "step": step, "checkpoint": last_good.name})
+    elif last_good is not None:
+        raise UserError(f"{run_dir}: already holds checkpoints; resume it or train into a new run directory")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(run_dir / "config.json")
+    amp = device.type == "cuda" and config.amp
+    nets = (generator, critic)
+
+    def save(at_step: int) -> Path:
+        path = checkpoint_path(run_dir, at_step)
+        save_checkpoint(path, {
+            "format": FORMAT, "version": VERSION, "config": config.to_json(), "step": at_step,
+            "generator": generator.state_dict(), "critic": critic.state_dict(),
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": capture_rng(),
+            "data_order": sampler.state(), "dataset": config.dataset, "fold_id": config.fold_id,
+            "class_names": list(config.class_names)})
+        return path
+
+    sums: dict[str, list[torch.Tensor]] = {"critic_loss": [], "wasserstein": [], "gp": [], "generator_loss": []}
+    # per phase: good generator steps must not hide a critic that fails every step (and vice versa)
+    bad_streak, skipped = {"critic": 0, "generator": 0}, 0
+    started = tick_started = time.perf_counter()
+    tick_first_step = step
+    bar = tqdm(total=config.iters, initial=step, disable=not show_progress, unit="it", dynamic_ncols=True)
+
+    def record_bad(phase: str, term: str, snapshot: list[torch.Tensor]) -> None:
+        nonlocal skipped
+        bad_streak[phase] += 1
+        skipped += 1
+        _append_log(log_path, {"event": "skip", "step": step + 1, "phase": phase, "term": term})
+        buffers = [b for net in nets for b in net.buffers()]
+        if not all(bool(torch.isfinite(b).all()) for b in buffers if b.is_floating_point()):
+            for buffer, saved in zip(buffers, snapshot):  # a non-finite forward also poisoned BN statistics
+                buffer.copy_(saved)
+        if bad_streak[phase] >= MAX_BAD_STEPS:
+            bar.close()
+            where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was saved yet"
+            raise TrainingDiverged(f"{run_dir}: training diverged, {MAX_BAD_STEPS} consecutive non-finite "
+                                   f"{phase} steps (last term: {term}) at iteration {step + 1}; {where}")
+
+    while step < config.iters:
+        snapshot = [b.detach().clone() for net in nets for b in net.buffers()]
+        for _ in range(config.critic_steps):
+            terms, bad = critic_step(generator, critic, opt_d, data.batch(sampler.next()), config, amp)
+            if bad is not None:
+                record_bad("critic", bad, snapshot)
+                continue
+            bad_streak["critic"] = 0
+            for name, value in terms.items():
+                sums[name].append(value)
+        g_loss, bad = generator_step(generator, critic, opt_g, config, device, amp)
+        if bad is not None:
+            record_bad("generator", bad, snapshot)
+        else:
+            bad_streak["generator"] = 0
+            sums["generator_loss"].append(g_loss)
+        step += 1
+        bar.update(1)
+        if step % config.tick_every == 0 or step == config.iters:
+            now = time.perf_counter()
+            means = {k: (float(torch.stack(v).mean()) if v else None) for k, v in sums.items()}
+            _append_log(log_path, {"event": "tick", "step": step, **means,
+                                   "it_per_s": (step - tick_first_step) / max(now - tick_started, 1e-9),
+                                   "wall_s": now - started, "skipped": skipped})
+            bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if v is not None}, refresh=False)
+            sums = {k: [] for k in sums}
+            tick_started, tick_first_step, skipped = now, step, 0
+        if step % config.sample_every == 0 or step == config.iters:
+            sample_sheet(generator, config, SHEET_SAMPLES, config.seed,
+                         run_dir / "samples" / f"step-{step:07d}.png", device)
+        if step % config.checkpoint_every == 0 or step == config.iters:
+            last_good = save(step)
+    bar.close()
+    if last_good is None:  # unreachable: the loop always saves at step == iters
+        last_good = save(step)
+    return last_good
+
+
+def launch(config: GANConfig, workspace: Path, resume_run: Path | None = None) -> Path:
+    """Prepare the real shards if needed, create a numbered run dir and train; returns the run dir.
+
+    With `resume_run`, the run's own config.json is used (the `config` argument is ignored) and training
+    continues from its newest checkpoint.
+    """
+    from pairgen.prepare import dataset_info, prepare  # lazy: adapters and image I/O are not needed to train
+    from pairgen.workspace import new_numbered_dir, real_dir
+
+    workspace = Path(workspace)
+    if resume_run is not None:
+        run_dir = Path(resume_run)
+        config = GANConfig.load(run_dir / "config.json")
+        real = real_dir(workspace, config.dataset, config.fold_id, config.height, config.width)
+        if not (real / "train" / "manifest.json").is_file():
+            real = prepare(config.dataset, config.root, config.fold, config.height, config.width,
+                           structures=config.structures, workspace=workspace, train_fraction=config.train_fraction)
+        train(config, run_dir, real, resume=True)
+        return run_dir
+    channels, class_names = dataset_info(config.dataset, config.root, config.structures)
+    config = dataclasses.replace(config, image_channels=int(channels), class_names=tuple(class_names))
+    validate(config)
+    real = prepare(config.dataset, config.root, config.fold, config.height, config.width,
+                   structures=config.structures, workspace=workspace, train_fraction=config.train_fraction)
+    run_dir = new_numbered_dir(workspace / config.dataset / config.fold_id / "gan", config.preset)
+    train(config, run_dir, real)
+    return run_dir

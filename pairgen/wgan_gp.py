@@ -1,0 +1,111 @@
+"""WGAN-GP losses (thesis section 3.3.1, Gulrajani et al. 2017) as pure functions of a critic and two batches.
+
+Sign convention (the reference implementation's): the critic *minimises* E[D(fake)] - E[D(real)] + λ·GP, so
+it scores real pairs high; the generator minimises -E[D(G(z))]. (Eq. 3.14 of the thesis prints the first two
+terms with the opposite sign, which contradicts eq. 3.15; the reference code uses this one.)
+The Wasserstein estimate reported is E[D(real)] - E[D(fake)], which should be positive and shrink as G learns.
+
+critic_step / generator_step are the two updates of algorithm 4; both refuse to step the optimiser when the loss
+or any gradient is non-finite, so a bad batch never touches the weights or Adam's moments.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pairgen.presets import GANConfig
+
+
+def _at_least_fp32(value: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 (autocast) → fp32 for reductions; fp32/fp64 unchanged."""
+    return value.to(torch.promote_types(value.dtype, torch.float32))
+
+
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """mean_i (||∇_x D(x̂_i)||₂ - 1)², x̂_i = ε_i·real_i + (1-ε_i)·fake_i, ε_i ~ U[0, 1] per sample.
+
+    real, fake: float B×… (same shape); the norm runs over all non-batch dims. `generator` draws ε (it must
+    live on real.device); None uses the global RNG. Returns a scalar tensor (fp32, or fp64 for fp64 inputs) that
+    stays in the graph (create_graph=True) so that its gradient reaches the critic's weights.
+    """
+    eps_shape = (real.shape[0],) + (1,) * (real.dim() - 1)
+    eps = torch.rand(eps_shape, generator=generator, device=real.device, dtype=torch.float32).to(real.dtype)
+    mixed = (eps * real.detach() + (1.0 - eps) * fake.detach()).requires_grad_(True)
+    scores = critic(mixed)
+    (grads,) = torch.autograd.grad(_at_least_fp32(scores).sum(), mixed, create_graph=True)
+    norms = _at_least_fp32(grads).flatten(1).norm(2, dim=1)
+    return ((norms - 1.0) ** 2).mean()
+
+
+def critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_lambda: float,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Critic loss E[D(fake)] - E[D(real)] + gp_lambda·GP (scalar float32, in the graph) and its terms.
+
+    terms: 'wasserstein' = E[D(real)] - E[D(fake)] and 'gp' = the unweighted penalty, both detached scalars.
+    `fake` is detached here: the critic step must not backpropagate into the generator.
+    """
+    fake = fake.detach()
+    wasserstein = _at_least_fp32(critic(real)).mean() - _at_least_fp32(critic(fake)).mean()
+    penalty = gradient_penalty(critic, real, fake, generator)
+    loss = -wasserstein + gp_lambda * penalty
+    return loss, {"wasserstein": wasserstein.detach(), "gp": penalty.detach()}
+
+
+def generator_loss(critic: nn.Module, fake: torch.Tensor) -> torch.Tensor:
+    """-E[D(fake)] (scalar float32); `fake` must carry the generator's graph."""
+    return -_at_least_fp32(critic(fake)).mean()
+
+
+def _bad_term(loss: torch.Tensor, terms: dict[str, torch.Tensor], module: nn.Module) -> str | None:
+    """None if loss and all gradients are finite, else the first offending term (one host sync when fine)."""
+    checks = [torch.isfinite(loss)] + [torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None]
+    if bool(torch.stack(checks).all()):
+        return None
+    for name, value in terms.items():
+        if not bool(torch.isfinite(value)):
+            return name
+    return "loss" if not bool(torch.isfinite(loss)) else "grad"
+
+
+def critic_step(generator: nn.Module, critic: nn.Module, opt_d: torch.optim.Optimizer, real: torch.Tensor,
+                config: GANConfig, amp: bool) -> tuple[dict[str, torch.Tensor] | None, str | None]:
+    """One critic update on `real` (B×(C+Kc)×H×W) against fresh fakes → (terms, None) or (None, bad term).
+
+    On a non-finite loss or gradient the optimiser is not stepped: weights and Adam moments stay untouched.
+    """
+    device_type = real.device.type
+    z = torch.randn(real.shape[0], config.z_dim, device=real.device)
+    with torch.no_grad(), torch.autocast(device_type, torch.bfloat16, enabled=amp):
+        fake = generator(z)
+    with torch.autocast(device_type, torch.bfloat16, enabled=amp):
+        loss, terms = critic_loss(critic, real, fake.float(), config.gp_lambda)
+    opt_d.zero_grad(set_to_none=True)
+    loss.backward()
+    bad = _bad_term(loss, terms, critic)
+    if bad is not None:
+        opt_d.zero_grad(set_to_none=True)
+        return None, bad
+    opt_d.step()
+    return {"critic_loss": loss.detach(), **terms}, None
+
+
+def generator_step(generator: nn.Module, critic: nn.Module, opt_g: torch.optim.Optimizer, config: GANConfig,
+                   device: torch.device, amp: bool) -> tuple[torch.Tensor | None, str | None]:
+    """One generator update (one forward of G) → (loss, None) or (None, bad term); skipped when non-finite."""
+    critic.requires_grad_(False)  # the critic's weight gradients are not needed here
+    try:
+        z = torch.randn(config.batch_size, config.z_dim, device=device)
+        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+            loss = generator_loss(critic, generator(z))
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+    finally:
+        critic.requires_grad_(True)
+    bad = _bad_term(loss, {}, generator)
+    if bad is not None:
+        opt_g.zero_grad(set_to_none=True)
+        return None, bad
+    opt_g.step()
+    return loss.detach(), None

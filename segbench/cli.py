@@ -1,0 +1,125 @@
+"""`segbench` command line: flags → config → one function call. No logic lives here.
+
+User errors print as one red line and exit 2; anything else is a bug and raises.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from pairgen.cli import run_app
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train U-Nets on any mix of real and synthetic pairs; evaluate and report like the thesis.")
+console = Console()
+err_console = Console(stderr=True)
+
+WorkspaceOpt = typer.Option(None, "--workspace", help="Workspace dir (default $PAIRGEN_WORKSPACE or ./workspace).")
+
+
+@app.command()
+def run(
+    real: int = typer.Option(4, "--real", help="Real pairs in every minibatch (K)."),
+    synth: int = typer.Option(4, "--synth", help="Synthetic pairs in every minibatch (M)."),
+    aug: str = typer.Option("none", "--aug", help="none | flip,shift=0.05,... | thesis-lung | thesis-cityscapes"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Default: the dataset of the newest export."),
+    fold: Optional[int] = typer.Option(None, "--fold", help="Default: the fold of the newest export."),
+    real_shards: Optional[Path] = typer.Option(None, "--real-shards", help="Dir holding train/ val/ test/ real shards."),
+    synth_shards: Optional[Path] = typer.Option(None, "--synth-shards", help="Synthetic shard dir (default: newest)."),
+    synth_source: str = typer.Option("shards", "--synth-source", help="shards | generator (fresh samples per batch)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Generator for --synth-source generator."),
+    preset: str = typer.Option("auto", "--preset", help="tiny | small | thesis | auto (the GAN run's preset)."),
+    max_iters: Optional[int] = typer.Option(None, "--max-iters"),
+    min_iters: Optional[int] = typer.Option(None, "--min-iters", help="Early stopping: train at least this long."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping: iterations after the last minimum."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: under the workspace)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last state."),
+    workspace: Optional[Path] = WorkspaceOpt,
+) -> None:
+    """Train and evaluate one U-Net on K real + M synthetic pairs per minibatch."""
+    from pairgen.workspace import workspace_root
+    from segbench.report import print_run_summary
+    from segbench.run import resolve_config, run as run_experiment
+
+    ws = workspace_root(workspace)
+    config = resolve_config(ws, preset=preset, dataset=dataset, fold=fold, real_per_batch=real,
+                            synth_per_batch=synth, aug=aug, real_shards=real_shards, synth_shards=synth_shards,
+                            synth_source=synth_source, checkpoint=checkpoint, max_iters=max_iters,
+                            min_iters=min_iters, patience=patience, seed=seed, device=device)
+    run_dir = run_experiment(config, ws, out, resume)
+    print_run_summary(run_dir, console=console)
+    console.print(f"[green]✓[/] run directory {run_dir}")
+
+
+@app.command()
+def report(
+    runs: List[Path] = typer.Argument(..., help="Run directories (or folders holding them)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where report.md/.csv/.json and figures go."),
+    compare: Optional[List[str]] = typer.Option(None, "--compare", help="Paired test A:B by label, e.g. 8-8-NoAug:16-0-NoAug."),
+) -> None:
+    """Thesis-style tables (tables 5.2 / 5.4) with bootstrap CIs and paired Wilcoxon tests; figures."""
+    from segbench.report import parse_comparisons, report as make_report
+
+    make_report(runs, out, parse_comparisons(compare or []), console=console)
+
+
+@app.command()
+def sweep(
+    manifest: Path = typer.Argument(..., help="Experiment grid, e.g. manifests/experiments/table5_2-scr.toml"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Override the manifest's preset (e.g. small on CPU)."),
+    jobs: int = typer.Option(1, "--jobs", help="Independent runs in parallel (one per GPU on CUDA)."),
+    only: Optional[str] = typer.Option(None, "--only", help="Run only configurations whose label contains this."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and whether they are complete."),
+    workspace: Optional[Path] = WorkspaceOpt,
+) -> None:
+    """Run a grid of configurations × folds × seeds (skipping complete runs), then report."""
+    from pairgen.workspace import workspace_root
+    from segbench.sweep import sweep as run_sweep
+
+    run_sweep(manifest, workspace_root(workspace), jobs=jobs, dry_run=dry_run, only=only, preset=preset)
+
+
+@app.command()
+def predict(
+    run_dir: Path = typer.Option(..., "--run", help="A finished segbench run directory (weights.pt)."),
+    images: Path = typer.Option(..., "--images", help="Folder of images (PNG, JPEG, GIF)."),
+    out: Path = typer.Option(..., "--out", help="Folder for predicted masks (PNG, class ids)."),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Predict masks for any folder of images, at each image's own resolution."""
+    from segbench.predict import predict_folder
+
+    count = predict_folder(run_dir, images, out, device=device)
+    console.print(f"[green]✓[/] {count} masks in {out}")
+
+
+@app.command()
+def evaluate(
+    pred: Path = typer.Option(..., "--pred", help="Folder of predicted masks (PNG/GIF), matched by file stem."),
+    gt: Path = typer.Option(..., "--gt", help="Folder of ground-truth masks (PNG/GIF)."),
+    spacing: Optional[str] = typer.Option(None, "--spacing", help="Pixel spacing in mm: 'S' or 'ROW,COL'."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Comma list of class names, background first."),
+    out: Path = typer.Option(Path("evaluation"), "--out", help="Where per_image.csv and summary.json go."),
+) -> None:
+    """Score any folder of predicted masks against ground truth with segbench's metrics."""
+    from segbench.evaluate import evaluate_folders, parse_spacing
+    from segbench.report import print_summary
+
+    class_names = [c.strip() for c in classes.split(",")] if classes else None
+    summary = evaluate_folders(pred, gt, parse_spacing(spacing), class_names, out)
+    print_summary(summary, title=f"{pred} vs {gt}", console=console)
+    console.print(f"[green]✓[/] per_image.csv and summary.json in {out}")
+
+
+def main() -> None:
+    run_app(app, err_console)
+
+
+if __name__ == "__main__":
+    main()

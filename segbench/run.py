@@ -1,0 +1,308 @@
+"""`segbench run`: resolve the data, refuse leaks, train one U-Net, evaluate it on the real test split.
+
+Resolution when flags are absent (section 4.2's setup, chained through the workspace layout):
+  synthetic data  --synth-shards, else the newest complete export (of --dataset / the fold when given);
+                  with --synth-source generator: --checkpoint, else the newest checkpoint of the newest GAN run
+  dataset, fold   from the synthetic data's provenance (trained_dataset / trained_fold, or the checkpoint's)
+  real data       --real-shards, else <ws>/<dataset>/<fold>/real/<H>x<W>/ at the synthetic data's resolution
+                  (M = 0 without synthetic data: the newest resolution present for that dataset and fold)
+
+Leak refusal: "we exclusively use only the specific GAN that was trained on the same real training data set"
+(section 4.2). Synthetic data whose generator saw another dataset or another fold's training split may have seen
+this fold's test images, so it is refused, as are real/synthetic pairs that differ in resolution, channels or
+classes (the mix would be meaningless).
+
+Run directory (<ws>/<dataset>/<fold>/seg/<NNNNN>-<K>-<M>-<Aug|NoAug>/ or --out): config.json (resolved, written
+first), log.jsonl, training_state.pt (deleted when complete), weights.pt, per_image.csv, predictions.npz,
+summary.json (written last; 'complete': true marks a finished run for sweeps and reports).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pairgen.devices import resolve_device
+from pairgen.errors import UserError
+from pairgen.shards import ShardSet, load_shards
+from segbench.predict import evaluate_test
+from segbench.presets import SegConfig, make_config
+
+CONFIG_NAME, SUMMARY_NAME = "config.json", "summary.json"
+SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataPlan:
+    """Where one run's data lives, and the dataset / fold it belongs to."""
+
+    dataset: str
+    fold_id: str
+    real_parent: Path                # holds train/ val/ test/ real shard directories
+    synth_dir: Path | None = None    # synthetic shards (synth_source 'shards', M > 0)
+    checkpoint: Path | None = None   # generator checkpoint (synth_source 'generator', M > 0)
+
+
+def fold_label(fold: Any) -> str:
+    """A fold attribute (1 or 'fold1' or 'fold1-frac10') as a fold id string."""
+    return f"fold{fold}" if isinstance(fold, (int, np.integer)) else str(fold)
+
+
+def _shard_facts(directory: Path) -> dict[str, Any]:
+    """Manifest attributes of a shard directory, completed from its first shard file (height, width, …)."""
+    from pairgen.shards import open_shard, read_attrs, read_manifest
+
+    manifest = read_manifest(directory)
+    facts = dict(manifest.attrs)
+    if manifest.shards:
+        with open_shard(Path(directory) / manifest.shards[0].file) as h5:
+            for key, value in read_attrs(h5).items():
+                facts.setdefault(key, value)
+    return facts
+
+
+def _checkpoint_facts(path: Path) -> tuple[Path, Any, dict[str, Any]]:
+    """(checkpoint file, GANConfig, {'dataset', 'fold_id'}) of a checkpoint file or GAN run directory."""
+    from pairgen.checkpoint import checkpoint_config, load_checkpoint, newest_checkpoint
+
+    if path.is_dir():
+        found = newest_checkpoint(path)
+        if found is None:
+            raise UserError(f"--checkpoint {path}: holds no checkpoints/ckpt-*.pt")
+        path = found
+    state = load_checkpoint(path)
+    return path, checkpoint_config(state, path), {"dataset": state["dataset"], "fold_id": state["fold_id"]}
+
+
+def _refuse_leak(source: Path, trained_dataset: Any, trained_fold: Any, dataset: str, fold_id: str) -> None:
+    if trained_dataset is None or trained_fold is None:
+        raise UserError(f"{source}: does not record the dataset/fold its generator was trained on; refusing it "
+                        "(it could have seen this fold's test images)")
+    if trained_dataset != dataset:
+        raise UserError(f"{source}: generator trained on dataset {trained_dataset!r}, this run uses {dataset!r}")
+    if fold_label(trained_fold) != fold_id:
+        raise UserError(f"{source}: generator trained on {trained_dataset}/{fold_label(trained_fold)}, this run "
+                        f"uses {fold_id}; another fold's training images include this fold's test images (leak). "
+                        f"Use the GAN trained on {fold_id}")
+
+
+def _find_real(ws: Path, dataset: str | None, fold_id: str | None, shape: tuple[int, int] | None) -> Path:
+    from pairgen.workspace import real_dir
+
+    if dataset and fold_id and shape:
+        return real_dir(ws, dataset, fold_id, *shape)
+    pattern = f"{dataset or '*'}/{fold_id or '*'}/real/{f'{shape[0]}x{shape[1]}' if shape else '*x*'}"
+    found = [p for p in Path(ws).glob(pattern) if (p / "train" / "manifest.json").is_file()]
+    if not found:
+        raise UserError(f"no real shards in {ws}/{pattern}; run `pairgen prepare` (or `pairgen train`) first, "
+                        "or pass --real-shards DIR holding train/ val/ test/")
+    datasets = sorted({p.parents[2].name for p in found})
+    folds = sorted({p.parents[1].name for p in found})
+    if len(datasets) > 1:
+        raise UserError(f"real shards of several datasets in {ws} ({', '.join(datasets)}); pass --dataset")
+    if len(folds) > 1:
+        raise UserError(f"real shards of several folds of {datasets[0]} in {ws} ({', '.join(folds)}); pass --fold")
+    return max(found, key=lambda p: (p / "train" / "manifest.json").stat().st_mtime)
+
+
+def plan_data(config: SegConfig, ws: Path) -> DataPlan:
+    """Resolve and provenance-check a run's data (module docstring). Empty dataset/fold_id = take from data."""
+    from pairgen.workspace import newest_export, newest_gan_run
+
+    dataset, fold_id = config.dataset or None, config.fold_id or None
+    synth_dir = checkpoint = shape = None
+    if config.synth_per_batch > 0 and config.synth_source == "shards":
+        synth_dir = Path(config.synth_shards) if config.synth_shards else newest_export(ws, dataset, fold_id)
+        facts = _shard_facts(synth_dir)
+        if facts.get("kind") != "synthetic":
+            raise UserError(f"--synth-shards {synth_dir}: kind={facts.get('kind')!r} shards, not synthetic ones")
+        dataset = dataset or facts.get("trained_dataset")
+        fold_id = fold_id or (fold_label(facts["trained_fold"]) if facts.get("trained_fold") is not None else None)
+        _refuse_leak(synth_dir, facts.get("trained_dataset"), facts.get("trained_fold"), dataset, fold_id)
+        shape = (int(facts["height"]), int(facts["width"]))
+    elif config.synth_per_batch > 0 and config.synth_source == "generator":
+        given = Path(config.checkpoint) if config.checkpoint else newest_gan_run(ws, dataset, fold_id)
+        checkpoint, gan_config, meta = _checkpoint_facts(given)
+        dataset, fold_id = dataset or meta["dataset"], fold_id or meta["fold_id"]
+        _refuse_leak(checkpoint, meta["dataset"], meta["fold_id"], dataset, fold_id)
+        shape = (int(gan_config.height), int(gan_config.width))
+    elif config.synth_per_batch > 0:
+        raise UserError(f"--synth-source must be 'shards' or 'generator', not {config.synth_source!r}")
+
+    real_parent = Path(config.real_shards) if config.real_shards else _find_real(ws, dataset, fold_id, shape)
+    for split in SPLITS:
+        if not (real_parent / split / "manifest.json").is_file():
+            raise UserError(f"{real_parent / split}: no complete real {split} shards (run `pairgen prepare`, or "
+                            "pass --real-shards DIR holding train/ val/ test/)")
+    facts = _shard_facts(real_parent / "train")
+    if dataset and facts.get("dataset") != dataset:
+        raise UserError(f"{real_parent / 'train'}: real shards of dataset {facts.get('dataset')!r}, "
+                        f"this run uses {dataset!r}")
+    real_fold = fold_label(facts.get("fold"))
+    fold_id = fold_id or real_fold
+    # a low-data subset (fold1-frac10) trains on part of fold1's training split: same val/test images
+    if real_fold != fold_id and not fold_id.startswith(real_fold + "-"):
+        raise UserError(f"{real_parent / 'train'}: real shards of {real_fold}, this run uses {fold_id}")
+    return DataPlan(dataset or str(facts["dataset"]), fold_id, real_parent, synth_dir, checkpoint)
+
+
+def preset_for(plan: DataPlan) -> str:
+    """The preset whose training resolution (pairgen presets) the run's real data has; else pairgen's 'auto'."""
+    from pairgen.presets import PRESETS, preset_values, resolve_preset
+
+    facts = _shard_facts(plan.real_parent / "train")
+    shape = (int(facts.get("height", 0)), int(facts.get("width", 0)))
+    for preset in PRESETS:
+        values = preset_values(plan.dataset, preset)
+        if (values["height"], values["width"]) == shape:
+            return preset
+    return resolve_preset("auto")
+
+
+def run_label(real_per_batch: int, synth_per_batch: int, augmented: bool) -> str:
+    """Thesis network ID (table 5.4): e.g. '8-0-Aug', '4-4-NoAug'."""
+    return f"{real_per_batch}-{synth_per_batch}-{'Aug' if augmented else 'NoAug'}"
+
+
+def is_complete(run_dir: Path) -> bool:
+    """True when run_dir/summary.json exists and says 'complete': true."""
+    import json
+
+    try:
+        return json.loads((Path(run_dir) / SUMMARY_NAME).read_text()).get("complete") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def resolve_config(ws: Path, preset: str = "auto", dataset: str | None = None, fold: int | None = None,
+                   **flags: Any) -> SegConfig:
+    """CLI flags → SegConfig with dataset and fold_id filled from the data (see module docstring).
+
+    flags: SegConfig fields (real_per_batch, synth_per_batch, aug, real_shards, synth_shards, synth_source,
+    checkpoint, max_iters, min_iters, patience, seed, device, …); None means "preset default".
+    preset 'auto': the preset whose training resolution the data has (i.e. the GAN's preset).
+    """
+    from segbench.augment import parse_spec
+
+    flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None}
+    probe_fields = ("real_per_batch", "synth_per_batch", "real_shards", "synth_shards", "synth_source", "checkpoint")
+    probe = SegConfig(dataset=dataset or "", fold_id="" if fold is None else f"fold{fold}",
+                      **{k: flags[k] for k in probe_fields if k in flags})
+    parse_spec(flags.get("aug", "none"))   # a bad --aug fails before any data is touched
+    plan = plan_data(probe, Path(ws))
+    return make_config(plan.dataset, preset_for(plan) if preset == "auto" else preset, fold_id=plan.fold_id,
+                       **flags)
+
+
+def _load_real(plan: DataPlan) -> dict[str, ShardSet]:
+    splits = {split: load_shards(plan.real_parent / split) for split in ("train", "val", "test")}
+    reference = splits["train"]
+    for split, shardset in splits.items():
+        if shardset.attrs.get("kind") != "real":
+            raise UserError(f"{shardset.directory}: kind={shardset.attrs.get('kind')!r}, expected real shards")
+        _check_same_layout(reference, shardset.images.shape[1:], shardset.class_names, shardset.directory)
+    return splits
+
+
+def _check_same_layout(reference: ShardSet, shape: tuple[int, ...], class_names: list[str], where: Any) -> None:
+    """Refuse data whose H×W×C or class list differs from the real training shards (naming the file)."""
+    expected = tuple(int(v) for v in reference.images.shape[1:])
+    if tuple(int(v) for v in shape) != expected:
+        raise UserError(f"{where}: pairs are {'×'.join(map(str, shape))} (H×W×C) but the real training shards "
+                        f"{reference.directory} are {'×'.join(map(str, expected))}")
+    if list(class_names) != reference.class_names:
+        raise UserError(f"{where}: classes {list(class_names)} differ from the real training shards' "
+                        f"{reference.class_names} ({reference.directory})")
+
+
+def _synth_source(config: SegConfig, plan: DataPlan, train: ShardSet, device: torch.device):
+    from segbench.mixing import GeneratorSynthSource, ShardSynthSource
+
+    if config.synth_per_batch == 0:
+        return None
+    if plan.synth_dir is not None:
+        synth = load_shards(plan.synth_dir)
+        _check_same_layout(train, synth.images.shape[1:], synth.class_names, plan.synth_dir)
+        return ShardSynthSource(synth, device)
+    source = GeneratorSynthSource(plan.checkpoint, device)
+    _check_same_layout(train, (*source.shape, source.channels), source.class_names, plan.checkpoint)
+    return source
+
+
+def run(config: SegConfig, workspace: Path, out: Path | None = None, resume: bool = False,
+        show_progress: bool = True) -> Path:
+    """Train and evaluate one segmentation network; returns the run directory.
+
+    resume: continue the run in `out` (its own config.json wins over `config`, except the device); a complete
+    run is returned as is; an `out` without config.json starts fresh.
+    """
+    from segbench.augment import parse_spec
+    from segbench.evaluate import write_per_image_csv, write_summary
+    from segbench.mixing import MixedBatches, RealSource
+    from segbench.predict import WEIGHTS_NAME, save_weights
+    from segbench.train import STATE_NAME, train_segmentation
+    from segbench.unet import build_unet
+    from pairgen.workspace import new_numbered_dir
+
+    started = time.monotonic()
+    ws = Path(workspace)
+    run_dir = Path(out) if out is not None else None
+    if resume and run_dir is None:
+        raise UserError("--resume needs --out RUN_DIR: the run directory to continue")
+    resuming = resume and (run_dir / CONFIG_NAME).is_file()
+    if resuming:
+        if is_complete(run_dir):
+            return run_dir
+        config = dataclasses.replace(SegConfig.load(run_dir / CONFIG_NAME), device=config.device)
+    if not resume and run_dir is not None and run_dir.is_dir() and any(run_dir.iterdir()):
+        raise UserError(f"--out {run_dir}: not empty; pass --resume to continue that run or choose another folder")
+
+    spec = parse_spec(config.aug)
+    plan = plan_data(config, ws)
+    config = dataclasses.replace(
+        config, dataset=plan.dataset, fold_id=plan.fold_id, real_shards=str(plan.real_parent.resolve()),
+        synth_shards=str(plan.synth_dir.resolve()) if plan.synth_dir else config.synth_shards,
+        checkpoint=str(plan.checkpoint.resolve()) if plan.checkpoint else config.checkpoint)
+    label = run_label(config.real_per_batch, config.synth_per_batch, not spec.is_identity)
+    device = resolve_device(config.device)
+    real = _load_real(plan)
+    synth = _synth_source(config, plan, real["train"], device)   # refuses mismatches before a run dir exists
+
+    if run_dir is None:
+        run_dir = new_numbered_dir(ws / plan.dataset / plan.fold_id / "seg", label)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resuming:
+        config.save(run_dir / CONFIG_NAME)
+
+    torch.manual_seed(config.seed)   # He initialisation
+    train = real["train"]
+    batches = MixedBatches(RealSource(train, device) if config.real_per_batch else None, synth,
+                           config.real_per_batch, config.synth_per_batch, torch.Generator().manual_seed(config.seed))
+    model = build_unet(config, train.images.shape[3], len(train.class_names))
+    result = train_segmentation(config, model, batches, real["val"], run_dir, resume=resuming,
+                                show_progress=show_progress)
+    height, width, channels = train.images.shape[1:]
+    save_weights(run_dir / WEIGHTS_NAME, model, {
+        "in_channels": channels, "n_classes": len(train.class_names), "depth": config.depth,
+        "filters": config.filters, "pooling": config.pooling, "class_names": train.class_names,
+        "height": height, "width": width})
+
+    rows, summary, arrays = evaluate_test(model, real["test"], config, device)
+    write_per_image_csv(rows, run_dir / "per_image.csv")
+    np.savez_compressed(run_dir / "predictions.npz", **arrays)
+    summary.update(label=label, real_per_batch=config.real_per_batch, synth_per_batch=config.synth_per_batch,
+                   aug=str(spec), dataset=config.dataset, fold_id=config.fold_id, seed=config.seed,
+                   preset=config.preset, synth_source=config.synth_source if config.synth_per_batch else None,
+                   iterations=result["iterations"], best_iteration=result["best_iteration"],
+                   best_val_loss=result["best_val_loss"], stopped_early=result["stopped_early"],
+                   wall_s=result["wall_s"], total_wall_s=round(time.monotonic() - started, 3),
+                   device=str(device), run=run_dir.name)
+    summary["complete"] = True
+    write_summary(summary, run_dir / SUMMARY_NAME)   # last: its presence + 'complete' marks a finished run
+    (run_dir / STATE_NAME).unlink(missing_ok=True)    # only needed to resume; large for the Cityscapes net
+    return run_dir

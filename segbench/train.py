@@ -1,0 +1,220 @@
+"""Segmentation training with the thesis' early stopping (section 4.2), resumable.
+
+Section 4.2: train at least 3000 iterations; track the minimum validation loss, its iteration and the parameters
+there; stop when 3000 iterations have passed since the last minimum. Here: `min_iters`, `patience` and a hard
+`max_iters` cap from the SegConfig; the validation loss (whole validation set) is measured every `val_every`
+iterations, so stopping is decided at those points. At the end the parameters of the minimum are restored.
+
+Optimiser: Adam, lr 1e-4, beta1 0.5, beta2 0.9 (the header of tables 4.2 / 4.4: "Adam (eta = 0.0001,
+beta1 = 0.5, beta2 = 0.9)"), taken from the config. Losses (section 2.6.3): one logit → sigmoid cross-entropy
+against foreground (mask > 0); several logits → softmax cross-entropy over every class id (0 included).
+
+Files in the run directory: log.jsonl (one JSON line per validation), training_state.pt (everything needed to
+continue exactly: model, optimiser, best parameters, early-stopping state, iteration, RNG and sampler states;
+written atomically, read with weights_only=True).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from pairgen.errors import UserError
+from pairgen.shards import ShardSet, atomic_write_bytes
+from segbench.mixing import MixedBatches, RealSource, uint8_to_model
+from segbench.presets import SegConfig
+
+STATE_NAME = "training_state.pt"
+LOG_NAME = "log.jsonl"
+# a full training state of the Cityscapes net is ~250 MB: save it at a validation point at most this often
+# (and always when training ends); a crash loses at most this much training time
+CHECKPOINT_SECONDS = 120.0
+
+
+class EarlyStopping:
+    """Pure bookkeeping of section 4.2's rule. Iterations count completed optimiser steps (1, 2, …)."""
+
+    def __init__(self, min_iters: int, patience: int) -> None:
+        self.min_iters, self.patience = int(min_iters), int(patience)
+        self.best_loss = math.inf
+        self.best_iteration = 0     # before any minimum, patience counts from the start
+
+    def update(self, iteration: int, val_loss: float) -> bool:
+        """Record a validation loss; True when it is a new (strict) minimum. NaN never improves."""
+        if val_loss < self.best_loss:
+            self.best_loss, self.best_iteration = float(val_loss), int(iteration)
+            return True
+        return False
+
+    def should_stop(self, iteration: int) -> bool:
+        """At least min_iters done and patience iterations passed since the last minimum."""
+        return iteration >= self.min_iters and iteration - self.best_iteration >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"min_iters": self.min_iters, "patience": self.patience,
+                "best_loss": self.best_loss, "best_iteration": self.best_iteration}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.min_iters, self.patience = int(state["min_iters"]), int(state["patience"])
+        self.best_loss, self.best_iteration = float(state["best_loss"]), int(state["best_iteration"])
+
+
+def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Per-pixel cross-entropy. logits float B×C×H×W; masks int64 B×H×W class ids.
+
+    C == 1: sigmoid cross-entropy against (mask > 0); C > 1: softmax cross-entropy. Computed in float32.
+    """
+    logits = logits.float()
+    if logits.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], (masks > 0).float(), reduction=reduction)
+    return F.cross_entropy(logits, masks, reduction=reduction)
+
+
+def autocast_for(device: torch.device, amp: bool):
+    """bf16 autocast on CUDA when enabled; a no-op context on the CPU (fp32 there)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+
+
+@torch.no_grad()
+def validation_loss(model: torch.nn.Module, val: RealSource, batch_size: int, amp: bool) -> float:
+    """Mean per-pixel loss over the whole validation set (every pixel weighs the same)."""
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=val.device)
+    for start in range(0, len(val), batch_size):
+        images = uint8_to_model(val.images[start:start + batch_size].to(val.device, non_blocking=True))
+        masks = val.masks[start:start + batch_size].to(val.device, non_blocking=True).long()
+        if val.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast_for(val.device, amp):
+            logits = model(images)
+        total += segmentation_loss(logits, masks, reduction="sum").double()
+    model.train()
+    pixels = len(val) * val.shape[0] * val.shape[1]
+    return float(total.item() / pixels)
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())   # temp file + fsync + rename: never a torn checkpoint
+
+
+def _trim_log(path: Path, last_iteration: int) -> None:
+    """Drop log lines past the checkpoint a resumed run restarts from (they will be written again)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("iteration", 0) <= last_iteration]
+    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
+
+
+def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: MixedBatches, val_set: ShardSet,
+                       run_dir: Path, resume: bool = False, show_progress: bool = True,
+                       checkpoint_seconds: float = CHECKPOINT_SECONDS) -> dict[str, Any]:
+    """Train `model` on `batches` with early stopping on `val_set`'s loss; leaves the best parameters in `model`.
+
+    Returns {'iterations', 'best_iteration', 'best_val_loss', 'wall_s', 'stopped_early'}.
+    `resume`: continue from run_dir/training_state.pt when present (else start fresh).
+    `checkpoint_seconds`: minimum time between training-state saves (0: at every validation; tests).
+    """
+    from segbench.augment import augment_batch, parse_spec
+
+    for name in ("max_iters", "val_every", "eval_batch"):
+        if getattr(config, name) < 1:
+            raise UserError(f"{name} must be at least 1, not {getattr(config, name)}")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = batches.device
+    cuda = device.type == "cuda"
+    model.to(device)
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=tuple(config.betas))
+    spec = parse_spec(config.aug)
+    # augmentation draws on the training device (no per-pixel noise copies); its state is checkpointed
+    aug_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+    stopper = EarlyStopping(config.min_iters, config.patience)
+    val = RealSource(val_set, device)
+    state_path, log_path = run_dir / STATE_NAME, run_dir / LOG_NAME
+
+    iteration, elapsed, finished, best_state = 0, 0.0, False, None
+    if resume and state_path.is_file():
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+        except Exception as exc:   # unpickling / zip errors: the file is not a state this code wrote
+            raise UserError(f"{state_path}: unreadable training state ({exc.__class__.__name__}); delete it to "
+                            "restart this run from scratch") from None
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        stopper.load_state_dict(state["early_stopping"])
+        batches.load_state_dict(state["batches"])
+        aug_generator.set_state(state["aug_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        best_state = {k: v.to(device) for k, v in state["best_model"].items()} if state["best_model"] else None
+        iteration, elapsed, finished = int(state["iteration"]), float(state["wall_s"]), bool(state["finished"])
+        _trim_log(log_path, iteration)
+    else:
+        log_path.write_text("")
+
+    def snapshot(done: bool) -> None:
+        _save_state(state_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "best_model": best_state or {}, "early_stopping": stopper.state_dict(),
+            "batches": batches.state_dict(), "aug_generator": aug_generator.get_state(),
+            "torch_rng": torch.get_rng_state(), "iteration": iteration,
+            "wall_s": elapsed + time.monotonic() - started, "finished": done})
+
+    started = last_save = time.monotonic()
+    running_loss, running_steps = torch.zeros((), device=device), 0
+    model.train()
+    with tqdm(total=config.max_iters, initial=iteration, desc=f"train {run_dir.name}", unit="it",
+              dynamic_ncols=True, disable=not show_progress) as bar, open(log_path, "a") as log:
+        while not finished and iteration < config.max_iters:
+            images, masks, _ = next(batches)
+            if not spec.is_identity:
+                images, masks = augment_batch(images, masks, spec, aug_generator)
+            if cuda:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast_for(device, config.amp):
+                logits = model(images)
+            loss = segmentation_loss(logits, masks)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            iteration += 1
+            running_loss += loss.detach()
+            running_steps += 1
+            bar.update(1)
+            if iteration % config.val_every and iteration < config.max_iters:
+                continue
+            # validation point: early-stopping bookkeeping, log line, maybe a training-state checkpoint
+            val_loss = validation_loss(model, val, config.eval_batch, config.amp)
+            if stopper.update(iteration, val_loss):
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            train_loss = float(running_loss.item() / running_steps)
+            running_loss.zero_()
+            running_steps = 0
+            record = {"iteration": iteration, "train_loss": train_loss, "val_loss": val_loss,
+                      "best_val_loss": stopper.best_loss, "best_iteration": stopper.best_iteration,
+                      "wall_s": round(elapsed + time.monotonic() - started, 3)}
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}", best=stopper.best_iteration)
+            finished = stopper.should_stop(iteration) or iteration >= config.max_iters
+            if finished or time.monotonic() - last_save >= checkpoint_seconds:
+                snapshot(finished)
+                last_save = time.monotonic()
+
+    if best_state is not None:   # None only when no validation loss was ever finite
+        model.load_state_dict(best_state)
+    return {"iterations": iteration, "best_iteration": stopper.best_iteration,
+            "best_val_loss": stopper.best_loss, "wall_s": round(elapsed + time.monotonic() - started, 3),
+            "stopped_early": iteration < config.max_iters}

@@ -1,0 +1,157 @@
+"""Checkpoints: round trip, atomic saves, pruning, and refusal of crafted or broken files."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pairgen import checkpoint as ckpt
+from pairgen.errors import UserError
+from pairgen.networks import build_critic, build_generator
+from pairgen.presets import make_config
+from pairgen.shards import sha256_file
+
+CONFIG = make_config("scr-lung", "tiny", class_names=("background", "left lung"), g_channels=(16, 8, 4),
+                     d_channels=(4, 8, 16), z_dim=8, keep_checkpoints=2)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These nets are tiny: intra-op threads only add synchronisation (10×+ slower on a busy 2-core box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_state(step: int, config=CONFIG) -> dict:
+    torch.manual_seed(step)
+    generator, critic = build_generator(config), build_critic(config)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=1e-4, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.5, 0.9))
+    generator(torch.randn(2, config.z_dim)).mean().backward()
+    opt_g.step()
+    return {"format": ckpt.FORMAT, "version": ckpt.VERSION, "config": config.to_json(), "step": step,
+            "generator": generator.state_dict(), "critic": critic.state_dict(), "opt_g": opt_g.state_dict(),
+            "opt_d": opt_d.state_dict(), "rng": ckpt.capture_rng(),
+            "data_order": {"n": 4, "seed": 0, "epoch": 1, "position": 2}, "dataset": config.dataset,
+            "fold_id": config.fold_id, "class_names": list(config.class_names)}
+
+
+def test_round_trip_and_load_generator(tmp_path: Path) -> None:
+    state = make_state(3)
+    path = ckpt.checkpoint_path(tmp_path, 3)
+    ckpt.save_checkpoint(path, state)
+    loaded = ckpt.load_checkpoint(path)
+    assert loaded["step"] == 3 and loaded["data_order"]["position"] == 2
+    assert torch.equal(loaded["generator"]["project.weight"], state["generator"]["project.weight"])
+    generator, config, meta = ckpt.load_generator(path)
+    assert config == CONFIG and not generator.training
+    assert meta == {"sha256": sha256_file(path), "dataset": "scr-lung", "fold_id": "fold1",
+                    "class_names": ["background", "left lung"], "step": 3, "path": str(path)}
+    assert torch.equal(generator.state_dict()["project.weight"], state["generator"]["project.weight"])
+    assert ckpt.load_generator(tmp_path)[2]["step"] == 3          # a run dir resolves to its newest checkpoint
+
+
+def test_rng_state_survives_weights_only(tmp_path: Path) -> None:
+    torch.manual_seed(5)
+    np.random.seed(5)
+    rng = ckpt.capture_rng()
+    expected = (torch.rand(3), np.random.rand(3))
+    path = tmp_path / "ckpt-0000001.pt"
+    ckpt.save_checkpoint(path, {**make_state(1), "rng": rng})
+    torch.rand(10), np.random.rand(10)
+    ckpt.restore_rng(ckpt.load_checkpoint(path)["rng"])
+    assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = ckpt.checkpoint_path(tmp_path, 1)
+    ckpt.save_checkpoint(first, make_state(1, dataclasses.replace(CONFIG, keep_checkpoints=1)))
+    before = first.read_bytes()
+
+    def torn_save(obj, handle):              # write half a file, then fail like a full disk would
+        handle.write(b"PK\x03\x04 partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt.torch, "save", torn_save)
+    with pytest.raises(OSError):
+        ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 2), make_state(2))
+    monkeypatch.undo()
+    assert sorted(p.name for p in first.parent.iterdir()) == [first.name]   # no torn file, no temp left
+    assert first.read_bytes() == before and ckpt.load_checkpoint(first)["step"] == 1
+    assert ckpt.newest_checkpoint(tmp_path) == first
+
+
+def test_prunes_to_keep_newest(tmp_path: Path) -> None:
+    for step in (1, 2, 3):
+        ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, step), make_state(step))
+    (tmp_path / "checkpoints" / ".ckpt-0000009.pt.x.tmp").write_bytes(b"torn")   # a crashed save's leftover
+    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("ckpt-*.pt"))
+    assert names == ["ckpt-0000002.pt", "ckpt-0000003.pt"]
+    assert ckpt.newest_checkpoint(tmp_path).name == "ckpt-0000003.pt"
+    assert ckpt.newest_checkpoint(tmp_path / "empty") is None
+
+
+def test_refuses_non_finite_weights(tmp_path: Path) -> None:
+    state = make_state(1)
+    state["critic"]["score.weight"][0, 0] = float("nan")
+    with pytest.raises(ValueError, match="critic.score.weight"):
+        ckpt.save_checkpoint(tmp_path / "ckpt-0000001.pt", state)
+    assert not list(tmp_path.iterdir())
+
+
+class Payload:
+    """Unpickling this would create a marker file: a stand-in for arbitrary code execution."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("container", ["raw-pickle", "torch-zip"])
+def test_crafted_pickle_is_refused(tmp_path: Path, container: str) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "ckpt-0000001.pt"
+    if container == "raw-pickle":
+        path.write_bytes(pickle.dumps({"format": ckpt.FORMAT, "generator": Payload(marker)}))
+    else:
+        torch.save({"format": ckpt.FORMAT, "generator": Payload(marker)}, path)
+    assert not marker.exists()
+    with pytest.raises(UserError, match=str(path)):
+        ckpt.load_checkpoint(path)
+    with pytest.raises(UserError, match=str(path)):
+        ckpt.load_generator(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", "truncated", "foreign", "future"])
+def test_broken_or_foreign_files_are_user_errors(tmp_path: Path, content) -> None:
+    path = tmp_path / "ckpt-0000001.pt"
+    if content == "truncated":
+        ckpt.save_checkpoint(path, make_state(1))
+        path.write_bytes(path.read_bytes()[: os.path.getsize(path) // 2])
+    elif content == "foreign":
+        torch.save({"weights": torch.zeros(2)}, path)
+    elif content == "future":
+        torch.save({**make_state(1), "version": 99}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(UserError) as info:
+        ckpt.load_checkpoint(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_missing_file_is_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no such checkpoint"):
+        ckpt.load_checkpoint(tmp_path / "nope.pt")
+    with pytest.raises(UserError, match="holds no checkpoints"):
+        ckpt.load_generator(tmp_path)
