@@ -132,7 +132,7 @@ def export(
 
     ws = workspace_root(workspace)
     path = resolve_checkpoint(ws, checkpoint, dataset)
-    target = out if out is not None else default_export_dir(ws, path)
+    target = out if out is not None else default_export_dir(ws, path, resume=resume)
     result = run_export(path, target, n, seed=seed, block_size=block_size, samples_per_shard=samples_per_shard,
                         device=device, resume=resume, overwrite=overwrite)
     console.print(f"[green]✓[/] {n} synthetic pairs in {result}")

@@ -80,8 +80,9 @@ def resolve_checkpoint(workspace_dir: Path, checkpoint: Path | None, dataset: st
     return found
 
 
-def default_export_dir(workspace_dir: Path, checkpoint_path: Path) -> Path:
-    """Create and return <ws>/<dataset>/<fold_id>/synth/<NNNNN>-<gan run name>.
+def default_export_dir(workspace_dir: Path, checkpoint_path: Path, resume: bool = False) -> Path:
+    """Create and return <ws>/<dataset>/<fold_id>/synth/<NNNNN>-<gan run name>; with `resume`, return the newest
+    such directory of this GAN run that has no manifest yet (an interrupted export) instead.
 
     The checkpoint lives in <run>/checkpoints/ckpt-*.pt; dataset and fold_id come from the checkpoint itself.
     """
@@ -90,7 +91,13 @@ def default_export_dir(workspace_dir: Path, checkpoint_path: Path) -> Path:
     state = load_checkpoint(Path(checkpoint_path))
     run_name = Path(checkpoint_path).resolve().parent.parent.name
     parent = workspace.fold_dir(Path(workspace_dir), state["dataset"], state["fold_id"]) / "synth"
-    return workspace.new_numbered_dir(parent, run_name)
+    if not resume:
+        return workspace.new_numbered_dir(parent, run_name)
+    unfinished = sorted(p for p in parent.glob(f"[0-9][0-9][0-9][0-9][0-9]-{run_name}")
+                        if p.is_dir() and not (p / shards.MANIFEST_NAME).exists())
+    if not unfinished:
+        raise UserError(f"{parent}: no unfinished export of GAN run {run_name} to resume; pass --out")
+    return unfinished[-1]
 
 
 def shard_range(k: int, n: int, samples_per_shard: int) -> tuple[int, int]:

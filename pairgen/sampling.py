@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from typing import Iterator
+
 import numpy as np
 import torch
 

@@ -20,6 +20,7 @@ height, width, channels; synthetic also generator_sha256, trained_dataset, train
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ from typing import Any, Iterable
 import h5py
 import numpy as np
 
-from pairgen.errors import UserError
+from pairgen.errors import UserError, writing
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -53,6 +54,9 @@ DATASETS: dict[str, tuple[str, int | None]] = {
 REQUIRED = ("images", "masks", "sample_index")
 REQUIRED_SYNTHETIC = ("masks_raw", "latents")
 REQUIRED_ATTRS = ("schema_version", "kind", "dataset", "split", "fold", "class_names")
+# Only masks are compressed: they shrink to 2-6 % (masks_raw ~50 %) while images and latents barely shrink and
+# lzf would cost 4-6x in write speed (measured in the export benchmark).
+COMPRESSED = ("masks", "masks_raw")
 
 
 def sha256_file(path: Path, block: int = 1 << 22) -> str:
@@ -70,8 +74,10 @@ def _fsync_dir(directory: Path) -> None:
         return
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as exc:
+        # some file systems cannot fsync a directory (EINVAL); a real I/O error must not be swallowed
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
     finally:
         os.close(fd)
 
@@ -87,20 +93,25 @@ _FILE_MODE = _umask_mode()  # read once: os.umask is process-global, so never to
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same directory, fsync, rename. Never leaves a torn file."""
+    """Write `data` to `path` via a temp file in the same directory, fsync, rename. Never leaves a torn file.
+
+    A failing write (disk full, read-only or forbidden directory, quota) raises StorageError naming `path`; the
+    temp file is removed and whatever `path` held before is untouched.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with writing(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, _FILE_MODE)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -151,42 +162,39 @@ def write_shard(path: Path, arrays: dict[str, Any], attrs: dict[str, Any], compr
     """Write one complete shard atomically (temp name → fsync → rename) and return its manifest entry.
 
     `arrays` follow the module schema; `attrs` must hold REQUIRED_ATTRS (class_names as a list).
-    lzf is built into h5py (no plugin needed to read) and is fast enough not to dominate export.
+    `compression` applies to the COMPRESSED datasets only; lzf is built into h5py (no plugin needed to read).
+    The file is assembled in memory first (peak memory: the arrays plus about two file sizes); a failing write
+    raises StorageError naming `path` (see atomic_write_bytes).
     """
     path = Path(path)
     kind = attrs["kind"]
     n = _check_arrays(arrays, kind)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, _FILE_MODE)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as h5:
-            for name, value in arrays.items():
-                dtype, _ = DATASETS[name]
-                if dtype == "str":
-                    h5.create_dataset(name, data=np.asarray([str(v) for v in value], dtype=h5py.string_dtype()))
-                elif dtype == "vlen":
-                    ds = h5.create_dataset(name, (n,), dtype=h5py.vlen_dtype(np.uint8))
-                    for i, item in enumerate(value):
-                        ds[i] = np.ascontiguousarray(item, dtype=np.uint8).ravel()
-                else:
-                    value = np.ascontiguousarray(value)
-                    chunks = (max(1, min(n, 256)),) + value.shape[1:] if value.ndim > 1 and n else None
-                    h5.create_dataset(name, data=value, chunks=chunks,
-                                      compression=compression if chunks else None)
-            for key, value in attrs.items():
-                h5.attrs[key] = json.dumps(value) if key == "class_names" else value
-            h5.attrs["schema_version"] = SCHEMA_VERSION
-            images = arrays["images"]
-            h5.attrs["height"], h5.attrs["width"], h5.attrs["channels"] = images.shape[1:4] if n else (0, 0, 0)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        digest = sha256_file(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    # The file is built in memory (core driver) and written by atomic_write_bytes. libhdf5 must never write to
+    # the disk itself: when a write fails there (disk full, quota) its failed close leaves the library in a state
+    # that segfaults the process at exit, turning a clean "disk full" error into a crash.
+    with h5py.File(f"{path}.in-memory", "w", driver="core", backing_store=False) as h5:
+        for name, value in arrays.items():
+            dtype, _ = DATASETS[name]
+            if dtype == "str":
+                h5.create_dataset(name, data=np.asarray([str(v) for v in value], dtype=h5py.string_dtype()))
+            elif dtype == "vlen":
+                ds = h5.create_dataset(name, (n,), dtype=h5py.vlen_dtype(np.uint8))
+                for i, item in enumerate(value):
+                    ds[i] = np.ascontiguousarray(item, dtype=np.uint8).ravel()
+            else:
+                value = np.ascontiguousarray(value)
+                chunks = (max(1, min(n, 256)),) + value.shape[1:] if value.ndim > 1 and n else None
+                h5.create_dataset(name, data=value, chunks=chunks,
+                                  compression=compression if chunks and name in COMPRESSED else None)
+        for key, value in attrs.items():
+            h5.attrs[key] = json.dumps(value) if key == "class_names" else value
+        h5.attrs["schema_version"] = SCHEMA_VERSION
+        images = arrays["images"]
+        h5.attrs["height"], h5.attrs["width"], h5.attrs["channels"] = images.shape[1:4] if n else (0, 0, 0)
+        h5.flush()
+        image = h5.id.get_file_image()
+    atomic_write_bytes(path, image)
+    digest = hashlib.sha256(image).hexdigest()
     index = np.asarray(arrays["sample_index"])
     return ShardInfo(path.name, n, digest, int(index.min()) if n else -1, int(index.max()) if n else -1)
 
@@ -236,8 +244,11 @@ def open_shard(path: Path) -> h5py.File:
 
 def schema_problems(h5: h5py.File) -> list[str]:
     """Every way an open shard breaks the schema (empty list = fine)."""
-    problems = []
-    attrs = dict(h5.attrs)
+    problems: list[str] = []
+    try:
+        attrs = dict(h5.attrs)
+    except Exception as exc:  # a damaged attribute heap raises anything from OSError to JSON errors
+        return [f"unreadable attributes ({exc.__class__.__name__})"]
     for key in REQUIRED_ATTRS:
         if key not in attrs:
             problems.append(f"missing attribute {key!r}")
@@ -264,8 +275,8 @@ def schema_problems(h5: h5py.File) -> list[str]:
                 problems.append(f"dataset {name!r} is {ds.dtype} rank {ds.ndim}, schema says {dtype} rank {rank}")
         if "images" in h5 and "masks" in h5 and h5["images"].shape[:3] != h5["masks"].shape[:3]:
             problems.append(f"images {h5['images'].shape} and masks {h5['masks'].shape} disagree")
-    except (OSError, KeyError) as exc:
-        problems.append(f"unreadable ({exc})")
+    except Exception as exc:  # damaged object headers surface as OSError, KeyError, TypeError, RuntimeError...
+        problems.append(f"unreadable ({exc.__class__.__name__}: {str(exc)[:120]})")
     return problems
 
 
@@ -292,6 +303,16 @@ class ShardSet:
         return list(self.attrs["class_names"])
 
 
+def _check_same_shapes(path: Path, h5: h5py.File, reference: dict[str, tuple]) -> str | None:
+    """Per-sample shapes must agree across the shards of a directory (first shard sets the reference)."""
+    for name in ("images", "masks", "masks_raw", "latents"):
+        if name in h5:
+            shape = tuple(h5[name].shape[1:])
+            if reference.setdefault(name, shape) != shape:
+                return f"{name} per-sample shape {shape} differs from the other shards' {reference[name]}"
+    return None
+
+
 def load_shards(directory: Path, verify_checksums: bool = True, with_raw: bool = False) -> ShardSet:
     """Read a complete shard directory into memory, checking manifest, checksums and schema.
 
@@ -302,6 +323,7 @@ def load_shards(directory: Path, verify_checksums: bool = True, with_raw: bool =
     if not manifest.shards:
         raise UserError(f"{directory}: manifest lists no shards")
     parts: dict[str, list] = {}
+    reference: dict[str, tuple] = {}
     for info in manifest.shards:
         path = directory / info.file
         if not path.is_file():
@@ -311,31 +333,41 @@ def load_shards(directory: Path, verify_checksums: bool = True, with_raw: bool =
         with open_shard(path) as h5:
             if h5["sample_index"].shape[0] != info.n:
                 raise UserError(f"{path}: holds {h5['sample_index'].shape[0]} samples, manifest says {info.n}")
-            for name in h5:
-                if name in ("masks_raw", "latents") and not with_raw:
-                    continue
-                if name == "full_masks":
-                    shapes = h5["full_shapes"][:]
-                    flat = h5["full_masks"][:]
-                    parts.setdefault(name, []).extend(m.reshape(s) for m, s in zip(flat, shapes))
-                elif name == "case_id":
-                    parts.setdefault(name, []).extend(v.decode() if isinstance(v, bytes) else str(v) for v in h5[name][:])
-                elif name != "full_shapes":
-                    parts.setdefault(name, []).append(h5[name][:])
+            if (mismatch := _check_same_shapes(path, h5, reference)) is not None:
+                raise UserError(f"{path}: {mismatch}")
+            try:
+                _read_into(h5, parts, with_raw)
+            except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
+                raise UserError(f"{path}: unreadable data ({exc.__class__.__name__}: {str(exc)[:100]})") from None
     arrays = {k: (v if k in ("full_masks", "case_id") else np.concatenate(v)) for k, v in parts.items()}
     attrs = dict(manifest.attrs)
     return ShardSet(directory=directory, attrs=attrs, **arrays)
 
 
+def _read_into(h5: h5py.File, parts: dict[str, list], with_raw: bool) -> None:
+    for name in h5:
+        if name in ("masks_raw", "latents") and not with_raw:
+            continue
+        if name == "full_masks":
+            shapes = h5["full_shapes"][:]
+            flat = h5["full_masks"][:]
+            parts.setdefault(name, []).extend(m.reshape(s) for m, s in zip(flat, shapes))
+        elif name == "case_id":
+            parts.setdefault(name, []).extend(v.decode() if isinstance(v, bytes) else str(v) for v in h5[name][:])
+        elif name != "full_shapes":
+            parts.setdefault(name, []).append(h5[name][:])
+
+
 def verify_directory(directory: Path) -> list[str]:
     """Every problem of a shard directory against its manifest and the schema (empty list = valid)."""
     directory = Path(directory)
-    problems: list[str] = []
     try:
         manifest = read_manifest(directory)
     except UserError as exc:
         return [str(exc)]
+    problems: list[str] = []
     seen: dict[int, str] = {}
+    reference: dict[str, tuple] = {}
     listed = {s.file for s in manifest.shards}
     for stray in sorted(p.name for p in directory.glob("shard-*.h5")):
         if stray not in listed:
@@ -348,31 +380,44 @@ def verify_directory(directory: Path) -> list[str]:
         if sha256_file(path) != info.sha256:
             problems.append(f"{path}: sha256 does not match the manifest")
         try:
-            h5 = h5py.File(path, "r")
-        except (OSError, ValueError) as exc:
-            problems.append(f"{path}: not readable as HDF5 ({exc.__class__.__name__})")
-            continue
-        with h5:
-            problems.extend(f"{path}: {p}" for p in schema_problems(h5))
-            if "sample_index" not in h5:
-                continue
-            index = h5["sample_index"][:]
-            if len(index) != info.n:
-                problems.append(f"{path}: holds {len(index)} samples, manifest says {info.n}")
-            attrs = read_attrs(h5)
-            for key in ("kind", "dataset", "fold", "class_names"):
-                if key in manifest.attrs and attrs.get(key) != manifest.attrs[key]:
-                    problems.append(f"{path}: attribute {key}={attrs.get(key)!r}, manifest says {manifest.attrs[key]!r}")
-            for value in index.tolist():
-                if value in seen:
-                    problems.append(f"{path}: sample_index {value} also in {seen[value]}")
-                seen[value] = info.file
-            if "masks" in h5 and "class_names" in attrs and h5["masks"].shape[0]:
-                top = int(h5["masks"][:].max())
-                if top >= len(attrs["class_names"]):
-                    problems.append(f"{path}: mask value {top} but only {len(attrs['class_names'])} classes")
+            problems.extend(f"{path}: {p}" for p in _shard_problems(path, info, manifest, seen, reference))
+        except Exception as exc:  # any damage h5py trips over is a finding to report, never a crash
+            problems.append(f"{path}: unreadable ({exc.__class__.__name__}: {str(exc)[:100]})")
     expected = manifest.attrs.get("n_expected")
     if expected is not None and sorted(seen) != list(range(int(expected))):
         missing = int(expected) - len(seen)
         problems.append(f"{directory}: sample indices are not exactly 0…{int(expected) - 1} ({missing} missing)")
+    return problems
+
+
+def _shard_problems(path: Path, info: ShardInfo, manifest: Manifest, seen: dict[int, str],
+                    reference: dict[str, tuple]) -> list[str]:
+    try:
+        h5 = h5py.File(path, "r")
+    except (OSError, ValueError) as exc:
+        return [f"not readable as HDF5 ({exc.__class__.__name__})"]
+    with h5:
+        problems = schema_problems(h5)
+        if "sample_index" not in h5:
+            return problems
+        if (mismatch := _check_same_shapes(path, h5, reference)) is not None:
+            problems.append(mismatch)
+        index = h5["sample_index"][:]
+        if len(index) != info.n:
+            problems.append(f"holds {len(index)} samples, manifest says {info.n}")
+        if len(index) and (int(index.min()), int(index.max())) != (info.first_index, info.last_index):
+            problems.append(f"sample_index spans {int(index.min())}…{int(index.max())}, manifest says "
+                            f"{info.first_index}…{info.last_index}")
+        attrs = read_attrs(h5)
+        for key in ("kind", "dataset", "fold", "class_names", "generator_sha256", "trained_dataset", "trained_fold"):
+            if key in manifest.attrs and attrs.get(key) != manifest.attrs[key]:
+                problems.append(f"attribute {key}={attrs.get(key)!r}, manifest says {manifest.attrs[key]!r}")
+        for value in index.tolist():
+            if value in seen:
+                problems.append(f"sample_index {value} also in {seen[value]}")
+            seen[value] = info.file
+        if "masks" in h5 and "class_names" in attrs and h5["masks"].shape[0]:
+            top = int(h5["masks"][:].max())
+            if top >= len(attrs["class_names"]):
+                problems.append(f"mask value {top} but only {len(attrs['class_names'])} classes")
     return problems

@@ -42,6 +42,7 @@ class AugSpec:
     elastic: float = 0.0       # B-spline control-point displacement N(0, elastic) pixels per axis
     elastic_grid: int = DEFAULT_ELASTIC_GRID  # ITK TransformDomainMeshSize per axis ((n+3)^2 control points)
     clip: bool = False         # clamp augmented images to [-1, 1]
+    ref: float = 0.0           # >0: translate/elastic are pixels at an image WIDTH of `ref`, scaled by W/ref
 
     @property
     def is_identity(self) -> bool:
@@ -71,6 +72,8 @@ class AugSpec:
                 continue
             if f.name == "clip":
                 tokens.append("clip")
+            elif f.name == "ref" and not (self.translate > 0 or self.elastic > 0):
+                continue
             elif f.name == "flip" and value == DEFAULT_FLIP_P:
                 tokens.append("flip")
             else:
@@ -82,7 +85,9 @@ class AugSpec:
 # the text of the thesis).
 PRESETS: dict[str, AugSpec] = {
     # table 5.1, best validation Dice 0.9712: shift 0.5, scale 0.5, translation 10 px, elastic 10 px
-    "thesis-lung": AugSpec(shift=0.5, scale=0.5, translate=10.0, elastic=10.0),
+    # Pixel values are the thesis' at 256 px (ref=256) and shrink with the training resolution: 10 px at 32 px
+    # would move a third of the image and fold the elastic field.
+    "thesis-lung": AugSpec(shift=0.5, scale=0.5, translate=10.0, elastic=10.0, ref=256.0),
     # table 5.3 + section 5.2.3: "just use horizontal flipping" (mIoU 0.8042)
     "thesis-cityscapes": AugSpec(flip=DEFAULT_FLIP_P),
 }
@@ -97,6 +102,7 @@ _FLOAT_RANGES = {
     "noise": (lambda v: v >= 0.0, "a standard deviation >= 0"),
     "crop": (lambda v: 0.0 < v <= 1.0, "a fraction in (0, 1]"),
     "elastic": (lambda v: v >= 0.0, "a standard deviation in pixels >= 0"),
+    "ref": (lambda v: v >= 0.0, "a reference image width in pixels >= 0 (0: no scaling)"),
 }
 NAMES = tuple(f.name for f in fields(AugSpec))
 
@@ -276,6 +282,9 @@ def augment_batch(images: Tensor, masks: Tensor, spec: AugSpec,
     if spec.is_identity:
         return images, masks
     b, _, h, w = images.shape
+    if spec.ref > 0:
+        factor = w / spec.ref
+        spec = replace(spec, translate=spec.translate * factor, elastic=spec.elastic * factor, ref=0.0)
     device = images.device
     if spec.has_geometry:
         matrix, offset, coeffs = sample_geometry(spec, b, h, w, generator, device)

@@ -5,6 +5,7 @@ User errors print as one red line and exit 2; anything else is a bug and raises.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -15,7 +16,8 @@ from pairgen.cli import run_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train U-Nets on any mix of real and synthetic pairs; evaluate and report like the thesis.")
-console = Console()
+# piped or redirected output is read later in a file or log: don't squash the tables to 80 columns
+console = Console() if sys.stdout.isatty() else Console(width=200)
 err_console = Console(stderr=True)
 
 WorkspaceOpt = typer.Option(None, "--workspace", help="Workspace dir (default $PAIRGEN_WORKSPACE or ./workspace).")

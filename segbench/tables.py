@@ -52,11 +52,15 @@ def _per_class(metric: str) -> bool:
 def configuration_table(rows: list[dict[str, Any]], compact: bool = False) -> Table:
     """Thesis table 5.2 (binary) / 5.4 (multi-class) for the configurations of one dataset.
 
-    compact (terminal): no per-class columns (figure 5.9 and report.md have them), std for the first two metrics.
+    compact (terminal): only the thesis' columns (Dice + Hausdorff, or mIoU + mIoU excl. human & object);
+    report.md and report.csv have every metric, figure 5.9 the per-class ones.
     """
     metrics: list[str] = []
     for row in rows:
         metrics += [m for m in row["metrics"] if m not in metrics and not (compact and _per_class(m))]
+    if compact:
+        thesis = [m for m in ("dice", "hausdorff_mm", "miou", "miou_excl_human_object") if m in metrics]
+        metrics = thesis or metrics[:2]
     with_std = [m for i, m in enumerate(metrics) if not _per_class(m) and (i < 2 or not compact)]
     headers = ["ID", "real/batch", "generated/batch", "Aug?"]
     for i, m in enumerate(metrics):
@@ -114,7 +118,7 @@ def to_rich(table: Table):
 
     rich_table = RichTable(title=table.title, caption=table.caption, show_lines=False)
     for i, header in enumerate(table.headers):
-        rich_table.add_column(header, justify="left" if i == 0 else "right", overflow="fold", no_wrap=i == 0)
+        rich_table.add_column(header, justify="left" if i == 0 else "right", overflow="fold")
     for row in table.rows:
         rich_table.add_row(*row)
     return rich_table
@@ -192,9 +196,12 @@ def write_tables(result: dict[str, Any], out: Path) -> dict[str, str]:
 
 def _console(console):
     if console is None:
+        import sys
+
         from rich.console import Console
 
-        console = Console()
+        # piped or redirected output is read later in a file or log: don't squash tables to 80 columns
+        console = Console() if sys.stdout.isatty() else Console(width=200)
     return console
 
 

@@ -186,9 +186,14 @@ def test_workspace_defaults(tiny_ckpt: Path, tmp_path: Path) -> None:
         resolve_checkpoint(ws, tmp_path / "nope.pt")
     with pytest.raises(UserError, match="no trained GAN run"):
         resolve_checkpoint(tmp_path, None)
+    with pytest.raises(UserError, match="no unfinished export of GAN run 00000-tiny"):
+        default_export_dir(ws, tiny_ckpt, resume=True)
     target = default_export_dir(ws, tiny_ckpt)
     assert target.parent == ws / "scr-lung" / "fold1" / "synth" and target.name.endswith("-00000-tiny")
-    assert export(tiny_ckpt, target, 4) == target  # with the progress bar and (target / "manifest.json").is_file()
+    (target / ".shard-00000.h5.x.tmp").write_bytes(b"killed")                          # an interrupted export
+    assert default_export_dir(ws, tiny_ckpt, resume=True) == target
+    assert export(tiny_ckpt, target, 4, resume=True) == target  # with the progress bar
+    assert default_export_dir(ws, tiny_ckpt).name.startswith("00001-") and (target / "manifest.json").is_file()
 
 
 KILLED_EXPORT = """

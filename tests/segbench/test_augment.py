@@ -58,13 +58,25 @@ def test_full_spec_and_canonical_round_trip():
 
 
 def test_presets():
-    assert parse_spec("thesis-lung") == AugSpec(shift=0.5, scale=0.5, translate=10, elastic=10)
+    assert parse_spec("thesis-lung") == AugSpec(shift=0.5, scale=0.5, translate=10, elastic=10, ref=256)
     assert parse_spec("thesis-cityscapes") == AugSpec(flip=0.5)
-    assert str(parse_spec("thesis-lung")) == "shift=0.5,scale=0.5,translate=10,elastic=10"
+    assert str(parse_spec("thesis-lung")) == "shift=0.5,scale=0.5,translate=10,elastic=10,ref=256"
     assert str(parse_spec("thesis-cityscapes")) == "flip"
     assert parse_spec("thesis-lung,elastic_grid=6") == AugSpec(shift=0.5, scale=0.5, translate=10, elastic=10,
-                                                               elastic_grid=6)
-    assert parse_spec("thesis-lung,shift=0") == AugSpec(scale=0.5, translate=10, elastic=10)
+                                                               elastic_grid=6, ref=256)
+    assert parse_spec("thesis-lung,shift=0") == AugSpec(scale=0.5, translate=10, elastic=10, ref=256)
+
+
+def test_pixel_parameters_scale_with_reference_width():
+    """ref=256: 8 px at 256 px is 1 px at 32 px; an integer translation then equals a reflected shift."""
+    images = torch.arange(32 * 32, dtype=torch.float32).reshape(1, 1, 32, 32).repeat(400, 1, 1, 1)
+    masks = torch.zeros(400, 32, 32, dtype=torch.int64)
+    gen = torch.Generator().manual_seed(0)
+    scaled, _ = augment_batch(images, masks, parse_spec("translate=8,ref=256"), gen)
+    gen = torch.Generator().manual_seed(0)
+    direct, _ = augment_batch(images, masks, parse_spec("translate=1"), gen)
+    torch.testing.assert_close(scaled, direct)
+    assert not torch.equal(direct, images)
     assert set(PRESETS) == {"thesis-lung", "thesis-cityscapes"}
 
 
