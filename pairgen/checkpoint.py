@@ -14,9 +14,8 @@ pruned only after the new one is in place.
 
 from __future__ import annotations
 
-import os
+import io
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pairgen.errors import UserError
+from pairgen.errors import UserError, writing
 from pairgen.presets import GANConfig
-from pairgen.shards import _FILE_MODE, _fsync_dir, sha256_file
+from pairgen.shards import atomic_write_bytes, sha256_file
 
 FORMAT = "pairgen-gan"
 VERSION = 1
@@ -35,6 +34,17 @@ CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^ckpt-(\d{7,})\.pt$")
 REQUIRED_KEYS = ("format", "version", "config", "generator", "critic", "opt_g", "opt_d", "step", "rng",
                  "data_order", "dataset", "fold_id", "class_names")
+# torch.load(weights_only=True) could be made to run code before 2.6.0 (CVE-2025-32434)
+SAFE_TORCH = (2, 6)
+
+
+def require_safe_torch(version: str | None = None) -> None:
+    """UserError unless the running torch has a weights_only loader without the known bypass (>= 2.6)."""
+    version = torch.__version__ if version is None else version
+    numbers = re.match(r"^(\d+)\.(\d+)", str(version))
+    if numbers is None or (int(numbers.group(1)), int(numbers.group(2))) < SAFE_TORCH:
+        raise UserError(f"torch {version} is too old to load checkpoints safely: torch.load(weights_only=True) "
+                        "can run code from a crafted file before torch 2.6 (CVE-2025-32434); install torch>=2.6")
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
@@ -56,37 +66,43 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def _float_tensors(value: Any, prefix: str) -> list[tuple[str, torch.Tensor]]:
+    """(dotted name, tensor) of every floating-point tensor in nested dicts/lists (state dicts, optimiser states)."""
+    if torch.is_tensor(value):
+        return [(prefix, value)] if value.is_floating_point() else []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    return [found for key, item in items for found in _float_tensors(item, f"{prefix}.{key}")]
+
+
 def _non_finite(state: dict[str, Any]) -> str | None:
-    for part in ("generator", "critic"):
-        for name, value in state.get(part, {}).items():
-            if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
-                return f"{part}.{name}"
-    return None
+    """Name of the first non-finite tensor among the networks and optimiser states, None when all are finite."""
+    tensors = [t for part in ("generator", "critic", "opt_g", "opt_d") for t in _float_tensors(state.get(part, {}), part)]
+    if not tensors:
+        return None
+    finite = torch.stack([torch.isfinite(t).all().cpu() for _, t in tensors])   # one host sync when all is well
+    if bool(finite.all()):
+        return None
+    return next(name for (name, _), ok in zip(tensors, finite.tolist()) if not ok)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write `state` to `path` atomically, then prune the directory to config['keep_checkpoints'] newest.
 
-    Refuses (ValueError) to save non-finite network weights, so a checkpoint is always a usable restart point.
-    If anything fails, the temp file is removed and every earlier checkpoint is untouched.
+    Refuses (ValueError) to save non-finite weights or optimiser states, so a checkpoint is always a usable restart
+    point. If anything fails, the temp file is removed and every earlier checkpoint is untouched; a failing write
+    (disk full, read-only directory) raises StorageError naming `path`.
     """
     path = Path(path)
     bad = _non_finite(state)
     if bad is not None:
         raise ValueError(f"refusing to save {path}: {bad} holds non-finite values")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, _FILE_MODE)  # mkstemp's 0o600 would hide checkpoints from other users of a shared workspace
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    # serialise in memory, then write plain bytes: torch's zip writer reports a failing file write as an opaque
+    # RuntimeError ("unexpected pos …"), a plain write reports ENOSPC/EROFS as what they are
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buffer.getbuffer())   # temp name → fsync → rename: a final name is always complete
     keep = int(state.get("config", {}).get("keep_checkpoints", 0) or 0)
     if keep > 0:
         for _, old in _checkpoints(path.parent)[:-keep]:
@@ -99,6 +115,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint file")
+    require_safe_torch()
     try:
         with warnings.catch_warnings():  # torch's notes on odd pickle protocols mean nothing to a user
             warnings.simplefilter("ignore", UserWarning)

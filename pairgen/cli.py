@@ -20,7 +20,9 @@ console = Console(stderr=True)
 
 WorkspaceOpt = typer.Option(None, "--workspace", help="Workspace dir (default $PAIRGEN_WORKSPACE or ./workspace).")
 RootOpt = typer.Option(None, "--root", help="Dataset root (searched below; cityscapes also reads $CITYSCAPES_DATASET).")
-StructuresOpt = typer.Option(None, "--structures", help="scr-lung: comma list of SCR structures (default 'left lung').")
+StructuresOpt = typer.Option(None, "--structures", "--classes",
+                             help="scr-lung: comma list of SCR structures (default 'left lung'); "
+                                  "folder: class names after background (--classes).")
 
 
 def _structures(value: Optional[str]) -> tuple[str, ...]:
@@ -49,7 +51,7 @@ def prepare(
     if check:
         problems = prep.check_dataset(dataset, str(root) if root else None, _structures(structures))
         for problem in problems:
-            console.print(f"[red]✗[/] {problem}", highlight=False)
+            console.print(f"[red]✗[/] {problem}", highlight=False, soft_wrap=True)  # one problem, one line
         if problems:
             raise UserError(f"{len(problems)} problem(s) found in the {dataset} tree")
         console.print(f"[green]✓[/] {dataset}: no problems found")
@@ -78,6 +80,7 @@ def train(
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Train the image+mask pair WGAN-GP (prepares the real shards first when needed)."""
+    from pairgen import distributed
     from pairgen.presets import make_config
     from pairgen.train import launch
     from pairgen.workspace import workspace_root
@@ -86,8 +89,10 @@ def train(
                          batch_size=batch_size, mask_encoding=mask_encoding, critic_norm=critic_norm,
                          structures=_structures(structures) or None, train_fraction=train_fraction,
                          seed=seed, device=device)
-    run_dir = launch(config, workspace_root(workspace), resume)
-    console.print(f"[green]✓[/] GAN run in {run_dir}")
+    run_dir = launch(config, workspace_root(workspace), resume)  # joins torchrun's process group, if any
+    if distributed.is_rank0():
+        console.print(f"[green]✓[/] GAN run in {run_dir}")
+    distributed.cleanup()
 
 
 @app.command()
@@ -127,15 +132,19 @@ def export(
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Sample N pairs from a trained generator into synthetic shards + manifest.json."""
+    from pairgen import distributed
     from pairgen.export import default_export_dir, export as run_export, resolve_checkpoint
     from pairgen.workspace import workspace_root
 
+    rank, world = distributed.init_from_env()  # under torchrun: each rank writes shards k ≡ rank (mod world)
     ws = workspace_root(workspace)
     path = resolve_checkpoint(ws, checkpoint, dataset)
-    target = out if out is not None else default_export_dir(ws, path, resume=resume)
+    target = out if out is not None else distributed.on_rank0(lambda: default_export_dir(ws, path, resume=resume))
     result = run_export(path, target, n, seed=seed, block_size=block_size, samples_per_shard=samples_per_shard,
-                        device=device, resume=resume, overwrite=overwrite)
-    console.print(f"[green]✓[/] {n} synthetic pairs in {result}")
+                        device=device, resume=resume, overwrite=overwrite, rank=rank, world_size=world)
+    if rank == 0:
+        console.print(f"[green]✓[/] {n} synthetic pairs in {result}")
+    distributed.cleanup()
 
 
 @app.command()
@@ -145,7 +154,7 @@ def verify(directory: Path = typer.Argument(..., help="Shard directory with a ma
 
     problems = verify_directory(directory)
     for problem in problems:
-        console.print(f"[red]✗[/] {problem}", highlight=False)
+        console.print(f"[red]✗[/] {problem}", highlight=False, soft_wrap=True)  # one problem, one line
     if problems:
         raise UserError(f"{len(problems)} problem(s) in {directory}")
     manifest = read_manifest(directory)
@@ -153,12 +162,17 @@ def verify(directory: Path = typer.Argument(..., help="Shard directory with a ma
 
 
 def run_app(typer_app: typer.Typer, err_console: Console) -> None:
-    """Run a typer app; user errors become one line and exit code 2."""
+    """Run a typer app; user errors become one line and exit code 2 (storage errors: one line, exit code 1)."""
     try:
         typer_app()
     except UserError as exc:
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        # an environment failure the code did not name (disk full, read-only, permission): one line, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        err_console.print(f"[red]error:[/] {where}{exc.strerror or exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         sys.exit(130)

@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from pairgen import shards, workspace
-from pairgen.errors import UserError
+from pairgen.errors import UserError, writing
 from pairgen.presets import GANConfig
 from pairgen.sampling import Z_SCHEME, fixed_cudnn_kernels, generate_block, latents, resolve_device
 
@@ -194,8 +194,9 @@ def export_source(source: Source, out: Path, n: int, seed: int = 0, block_size: 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    _prepare(out, resume, overwrite, rank, world_size)
+    with writing(out):  # read-only or forbidden --out: one clear line, nothing touched
+        out.mkdir(parents=True, exist_ok=True)
+        _prepare(out, resume, overwrite, rank, world_size)
 
     config, meta = source.config, source.meta
     class_names = list(meta["class_names"])
@@ -207,7 +208,8 @@ def export_source(source: Source, out: Path, n: int, seed: int = 0, block_size: 
         for path in out.glob("shard-*.h5"):
             match = _SHARD.match(path.name)
             if match and int(match.group(1)) >= n_shards and int(match.group(1)) % world_size == rank:
-                path.unlink()
+                with writing(path):
+                    path.unlink()
     todo, infos = [], {}
     for k in range(rank, n_shards, world_size):
         path = out / shards.SHARD_PATTERN.format(k)

@@ -92,7 +92,7 @@ def _umask_mode() -> int:
 _FILE_MODE = _umask_mode()  # read once: os.umask is process-global, so never toggle it while threads write
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
     """Write `data` to `path` via a temp file in the same directory, fsync, rename. Never leaves a torn file.
 
     A failing write (disk full, read-only or forbidden directory, quota) raises StorageError naming `path`; the

@@ -3,7 +3,8 @@
 A run directory gets config.json (before any work), log.jsonl, samples/step-XXXXXXX.png and
 checkpoints/ckpt-XXXXXXX.pt. log.jsonl holds one JSON object per line, each with an "event":
   tick    step, critic_loss, wasserstein, gp, generator_loss (means over the tick), it_per_s (this tick),
-          wall_s (seconds since this train() call started), skipped (steps skipped in this tick)
+          wall_s (seconds since this train() call started), skipped (steps skipped in this tick),
+          diversity (see sample_diversity), collapse_suspected (diversity < COLLAPSE_THRESHOLD)
   skip    step (the iteration in progress), phase ('critic'|'generator'), term ('wasserstein'|'gp'|'loss'|'grad')
   resume  step, checkpoint
 Determinism: the global torch/numpy RNGs (z, ε of the penalty) and the data order (a seeded permutation per epoch
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,19 +25,23 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from pairgen import distributed
 from pairgen.checkpoint import (FORMAT, VERSION, capture_rng, checkpoint_config, checkpoint_path, load_checkpoint,
                                 newest_checkpoint, restore_rng, save_checkpoint)
 from pairgen.devices import resolve_device
 from pairgen.encoding import encode_mask
-from pairgen.errors import UserError
+from pairgen.errors import UserError, writing
 from pairgen.networks import build_critic, build_generator
 from pairgen.presets import GANConfig, validate
 from pairgen.shards import load_shards
 from pairgen.sheets import sample_sheet
-from pairgen.wgan_gp import critic_step, generator_step
+from pairgen.wgan_gp import OPTIONS, critic_step, generator_step, make_fakes
 
 MAX_BAD_STEPS = 10          # consecutive non-finite steps of one phase (critic or generator) before giving up
 SHEET_SAMPLES = 16
+# mean per-element std of G's outputs ([-1, 1]) over the sheet's fixed latents; ~0.15-0.3 at initialisation, 0 for
+# a generator that ignores z. Below this (about one grey level of 255) the generator has collapsed to one output.
+COLLAPSE_THRESHOLD = 0.01
 # settings that may change when a run is resumed without changing what is being trained
 RESUMABLE_CHANGES = ("iters", "device", "amp", "tick_every", "sample_every", "checkpoint_every", "keep_checkpoints")
 
@@ -117,8 +123,21 @@ class EpochSampler:
 
 
 def _make_optimizer(module: nn.Module, config: GANConfig, device: torch.device) -> torch.optim.Adam:
-    extra = {"fused": True} if device.type == "cuda" else {}
-    return torch.optim.Adam(module.parameters(), lr=config.lr, betas=tuple(config.betas), **extra)
+    # fused Adam (CUDA and CPU): one kernel over all parameters; on CPU 3-9x faster per step than the default
+    # for-loop Adam in scripts/bench.py's measurements, same state_dict (old checkpoints load)
+    return torch.optim.Adam(module.parameters(), lr=config.lr, betas=tuple(config.betas), fused=True)
+
+
+def _restore_rank_rng(state: dict[str, Any], rank: int, world: int, seed: int) -> None:
+    """This rank's RNG streams from a checkpoint: its own saved state when the world size matches, else rank 0's
+    (rank 0) or a stream derived from (seed, rank, step) (other ranks)."""
+    saved = state.get("rng_ranks") or []
+    if len(saved) == world:
+        restore_rng(saved[rank])
+    elif rank == 0:
+        restore_rng(state["rng"])
+    else:
+        distributed.seed_rank(seed, rank, int(state["step"]))
 
 
 def _check_resumable(saved: GANConfig, config: GANConfig, path: Path) -> None:
@@ -129,24 +148,60 @@ def _check_resumable(saved: GANConfig, config: GANConfig, path: Path) -> None:
 
 
 def _append_log(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as handle:
+    with writing(path), open(path, "a") as handle:
         handle.write(json.dumps(record) + "\n")
+
+
+@torch.no_grad()
+def sample_diversity(generator: nn.Module, z: torch.Tensor) -> float:
+    """Mean over output elements of the std across samples of G(z) (eval mode, fp32; training mode restored).
+
+    `z` is a fixed latent grid, so the value tracks the generator alone; no global RNG is drawn (exact resume).
+    """
+    was_training = generator.training
+    generator.eval()
+    try:
+        return float(generator(z).float().std(dim=0, unbiased=False).mean())
+    finally:
+        generator.train(was_training)
+
+
+def _tick_means(sums: dict[str, list[torch.Tensor]]) -> dict[str, float | None]:
+    """Mean of each term over the tick's good steps (None when every step was skipped), averaged over ranks."""
+    local = torch.stack([torch.stack(v).float().mean() if v else torch.tensor(float("nan"), device=_device_of(sums))
+                         for v in sums.values()])
+    values = distributed.all_mean(local).tolist()
+    return {k: (None if v != v else float(v)) for k, v in zip(sums, values)}
+
+
+def _device_of(sums: dict[str, list[torch.Tensor]]) -> torch.device:
+    return next((v[0].device for v in sums.values() if v), torch.device("cpu"))
 
 
 def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False, show_progress: bool = True) -> Path:
     """Train (or with `resume`, continue) a pair WGAN-GP on real_dir/train; returns the final checkpoint path."""
     validate(config)
-    run_dir, device = Path(run_dir), resolve_device(config.device)
+    # under torchrun: every rank trains on its own batch_size rows of one global batch (effective batch =
+    # world × batch_size), gradients are averaged after each backward, and rank 0 alone writes files
+    rank, world = distributed.init_from_env()
+    run_dir, device = Path(run_dir), distributed.local_device(resolve_device(config.device))
     data = PairData(Path(real_dir) / "train", config, device)
     config = data.config
     torch.manual_seed(config.seed)  # network initialisation; a resume restores the RNG states afterwards
     np.random.seed(config.seed)
     generator, critic = build_generator(config).to(device), build_critic(config).to(device)
+    distributed.broadcast_module(generator)
+    distributed.broadcast_module(critic)
+    if rank:  # own z and ε streams; rank 0 keeps the single-process stream
+        distributed.seed_rank(config.seed, rank)
     if device.type == "cuda":
         generator.to(memory_format=torch.channels_last)
         critic.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True  # fixed shapes: autotune conv algorithms once (export pins its own)
     opt_g, opt_d = _make_optimizer(generator, config, device), _make_optimizer(critic, config, device)
-    sampler = EpochSampler(len(data), config.batch_size, config.seed)
+    sampler = EpochSampler(len(data), config.batch_size * world, config.seed)  # the global batch's order
+    rows = distributed.rank_slice(config.batch_size)
+    sync = distributed.all_reduce_grads if world > 1 else None
     step, last_good = 0, newest_checkpoint(run_dir)
     log_path = run_dir / "log.jsonl"
     if resume:
@@ -160,37 +215,52 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
         opt_d.load_state_dict(state["opt_d"])
         step = int(state["step"])
         sampler.load(state["data_order"], last_good)
-        restore_rng(state["rng"])
-        _append_log(log_path, {"event": "resume", "step": step, "checkpoint": last_good.name})
+        _restore_rank_rng(state, rank, world, config.seed)
+        if rank == 0:
+            _append_log(log_path, {"event": "resume", "step": step, "checkpoint": last_good.name})
     elif last_good is not None:
         raise UserError(f"{run_dir}: already holds checkpoints; resume it or train into a new run directory")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(run_dir / "config.json")
+    if rank == 0:
+        with writing(run_dir):
+            run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / "config.json")
     amp = device.type == "cuda" and config.amp
     nets = (generator, critic)
 
     def save(at_step: int) -> Path:
         path = checkpoint_path(run_dir, at_step)
-        save_checkpoint(path, {
-            "format": FORMAT, "version": VERSION, "config": config.to_json(), "step": at_step,
-            "generator": generator.state_dict(), "critic": critic.state_dict(),
-            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": capture_rng(),
-            "data_order": sampler.state(), "dataset": config.dataset, "fold_id": config.fold_id,
-            "class_names": list(config.class_names)})
+        rng_ranks = distributed.gather_objects(capture_rng())  # collective: every rank's z/ε streams
+        if rank != 0:
+            return path
+        try:
+            save_checkpoint(path, {
+                "format": FORMAT, "version": VERSION, "config": config.to_json(), "step": at_step,
+                "generator": generator.state_dict(), "critic": critic.state_dict(),
+                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": capture_rng(),
+                "data_order": sampler.state(), "dataset": config.dataset, "fold_id": config.fold_id,
+                "class_names": list(config.class_names),
+                **({"rng_ranks": rng_ranks, "world_size": world} if world > 1 else {})})
+        except ValueError as exc:  # non-finite weights or optimiser state: never saved, the run stops here
+            bar.close()
+            where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was saved yet"
+            raise TrainingDiverged(f"{exc}; {where}") from None
         return path
 
     sums: dict[str, list[torch.Tensor]] = {"critic_loss": [], "wasserstein": [], "gp": [], "generator_loss": []}
     # per phase: good generator steps must not hide a critic that fails every step (and vice versa)
     bad_streak, skipped = {"critic": 0, "generator": 0}, 0
+    diversity_z = torch.randn(SHEET_SAMPLES, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
+    diversity_z = diversity_z.to(device)  # the sample sheets' latents: the number describes what the sheets show
     started = tick_started = time.perf_counter()
     tick_first_step = step
-    bar = tqdm(total=config.iters, initial=step, disable=not show_progress, unit="it", dynamic_ncols=True)
+    bar = tqdm(total=config.iters, initial=step, disable=not show_progress or rank != 0, unit="it", dynamic_ncols=True)
 
     def record_bad(phase: str, term: str, snapshot: list[torch.Tensor]) -> None:
         nonlocal skipped
         bad_streak[phase] += 1
         skipped += 1
-        _append_log(log_path, {"event": "skip", "step": step + 1, "phase": phase, "term": term})
+        if rank == 0:
+            _append_log(log_path, {"event": "skip", "step": step + 1, "phase": phase, "term": term})
         buffers = [b for net in nets for b in net.buffers()]
         if not all(bool(torch.isfinite(b).all()) for b in buffers if b.is_floating_point()):
             for buffer, saved in zip(buffers, snapshot):  # a non-finite forward also poisoned BN statistics
@@ -201,17 +271,35 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
             raise TrainingDiverged(f"{run_dir}: training diverged, {MAX_BAD_STEPS} consecutive non-finite "
                                    f"{phase} steps (last term: {term}) at iteration {step + 1}; {where}")
 
+    def log_tick(means: dict[str, float | None], now: float) -> None:
+        """Rank 0: the tick line, the collapse warning and the progress bar's figures."""
+        diversity = sample_diversity(generator, diversity_z)
+        collapsed = not diversity >= COLLAPSE_THRESHOLD   # a NaN diversity counts as collapsed too
+        _append_log(log_path, {"event": "tick", "step": step, **means,
+                               "it_per_s": (step - tick_first_step) / max(now - tick_started, 1e-9),
+                               "wall_s": now - started, "skipped": skipped,
+                               "diversity": diversity, "collapse_suspected": collapsed})
+        if collapsed:
+            bar.write(f"pairgen train: step {step}: generator outputs barely differ across latents "
+                      f"(diversity {diversity:.2g} < {COLLAPSE_THRESHOLD}); mode collapse suspected",
+                      file=sys.stderr)
+        bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if v is not None}, refresh=False)
+
     while step < config.iters:
         snapshot = [b.detach().clone() for net in nets for b in net.buffers()]
-        for _ in range(config.critic_steps):
-            terms, bad = critic_step(generator, critic, opt_d, data.batch(sampler.next()), config, amp)
+        # all critic steps' fakes in one generator forward (G does not change during the critic steps)
+        fakes = (make_fakes(generator, config.critic_steps * config.batch_size, config, device, amp)
+                 .split(config.batch_size) if OPTIONS.one_generator_forward else [None] * config.critic_steps)
+        for fake in fakes:
+            terms, bad = critic_step(generator, critic, opt_d, data.batch(sampler.next()[rows]), config, amp,
+                                     fake, sync)
             if bad is not None:
                 record_bad("critic", bad, snapshot)
                 continue
             bad_streak["critic"] = 0
             for name, value in terms.items():
                 sums[name].append(value)
-        g_loss, bad = generator_step(generator, critic, opt_g, config, device, amp)
+        g_loss, bad = generator_step(generator, critic, opt_g, config, device, amp, sync)
         if bad is not None:
             record_bad("generator", bad, snapshot)
         else:
@@ -221,14 +309,12 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
         bar.update(1)
         if step % config.tick_every == 0 or step == config.iters:
             now = time.perf_counter()
-            means = {k: (float(torch.stack(v).mean()) if v else None) for k, v in sums.items()}
-            _append_log(log_path, {"event": "tick", "step": step, **means,
-                                   "it_per_s": (step - tick_first_step) / max(now - tick_started, 1e-9),
-                                   "wall_s": now - started, "skipped": skipped})
-            bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if v is not None}, refresh=False)
+            means = _tick_means(sums)  # collective under torchrun: the mean over ranks
+            if rank == 0:
+                log_tick(means, now)
             sums = {k: [] for k in sums}
             tick_started, tick_first_step, skipped = now, step, 0
-        if step % config.sample_every == 0 or step == config.iters:
+        if rank == 0 and (step % config.sample_every == 0 or step == config.iters):
             sample_sheet(generator, config, SHEET_SAMPLES, config.seed,
                          run_dir / "samples" / f"step-{step:07d}.png", device)
         if step % config.checkpoint_every == 0 or step == config.iters:
@@ -249,20 +335,24 @@ def launch(config: GANConfig, workspace: Path, resume_run: Path | None = None) -
     from pairgen.workspace import new_numbered_dir, real_dir
 
     workspace = Path(workspace)
+    rank, _ = distributed.init_from_env()  # under torchrun, rank 0 alone prepares and numbers the run dir
     if resume_run is not None:
         run_dir = Path(resume_run)
         config = GANConfig.load(run_dir / "config.json")
         real = real_dir(workspace, config.dataset, config.fold_id, config.height, config.width)
-        if not (real / "train" / "manifest.json").is_file():
+        if rank == 0 and not (real / "train" / "manifest.json").is_file():
             real = prepare(config.dataset, config.root, config.fold, config.height, config.width,
                            structures=config.structures, workspace=workspace, train_fraction=config.train_fraction)
-        train(config, run_dir, real, resume=True)
+        train(config, run_dir, distributed.broadcast_object(real), resume=True)
         return run_dir
     channels, class_names = dataset_info(config.dataset, config.root, config.structures)
     config = dataclasses.replace(config, image_channels=int(channels), class_names=tuple(class_names))
     validate(config)
-    real = prepare(config.dataset, config.root, config.fold, config.height, config.width,
-                   structures=config.structures, workspace=workspace, train_fraction=config.train_fraction)
-    run_dir = new_numbered_dir(workspace / config.dataset / config.fold_id / "gan", config.preset)
+    real = run_dir = None
+    if rank == 0:
+        real = prepare(config.dataset, config.root, config.fold, config.height, config.width,
+                       structures=config.structures, workspace=workspace, train_fraction=config.train_fraction)
+        run_dir = new_numbered_dir(workspace / config.dataset / config.fold_id / "gan", config.preset)
+    real, run_dir = distributed.broadcast_object((real, run_dir))
     train(config, run_dir, real)
     return run_dir

@@ -7,14 +7,41 @@ The Wasserstein estimate reported is E[D(real)] - E[D(fake)], which should be po
 
 critic_step / generator_step are the two updates of algorithm 4; both refuse to step the optimiser when the loss
 or any gradient is non-finite, so a bad batch never touches the weights or Adam's moments.
+
+Speed (kept because scripts/bench.py measured it; docs in README "Performance"): a critic without batch norm
+scores real and fake in ONE forward (its samples are independent, so this is the same function, with half the
+kernel launches); the interpolates stay a separate forward, because their input-gradient pass would otherwise run
+over all 3B rows (1.5x the FLOPs, measured slower on CPU). `OPTIONS` switches these for ablations.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 
 from pairgen.presets import GANConfig
+
+# after backward, before the finite check: averages gradients (and the loss) over ranks; see pairgen.distributed
+GradSync = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class SpeedOptions:
+    """Switches for the benchmark's ablations; the defaults are what training uses."""
+
+    fuse_real_fake: bool = True          # one critic forward for real+fake when the critic has no batch norm
+    one_generator_forward: bool = True   # pairgen.train: all critic steps' fakes of an iteration in one forward
+
+
+OPTIONS = SpeedOptions()
+
+
+def batch_independent(critic: nn.Module) -> bool:
+    """True when the critic scores each sample on its own (no batch norm in train mode mixes the rows)."""
+    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in critic.modules())
 
 
 def _at_least_fp32(value: torch.Tensor) -> torch.Tensor:
@@ -47,7 +74,11 @@ def critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_la
     `fake` is detached here: the critic step must not backpropagate into the generator.
     """
     fake = fake.detach()
-    wasserstein = _at_least_fp32(critic(real)).mean() - _at_least_fp32(critic(fake)).mean()
+    if OPTIONS.fuse_real_fake and real.shape == fake.shape and batch_independent(critic):
+        scores = _at_least_fp32(critic(torch.cat([real, fake])))
+        wasserstein = scores[:real.shape[0]].mean() - scores[real.shape[0]:].mean()
+    else:
+        wasserstein = _at_least_fp32(critic(real)).mean() - _at_least_fp32(critic(fake)).mean()
     penalty = gradient_penalty(critic, real, fake, generator)
     loss = -wasserstein + gp_lambda * penalty
     return loss, {"wasserstein": wasserstein.detach(), "gp": penalty.detach()}
@@ -59,9 +90,14 @@ def generator_loss(critic: nn.Module, fake: torch.Tensor) -> torch.Tensor:
 
 
 def _bad_term(loss: torch.Tensor, terms: dict[str, torch.Tensor], module: nn.Module) -> str | None:
-    """None if loss and all gradients are finite, else the first offending term (one host sync when fine)."""
-    checks = [torch.isfinite(loss)] + [torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None]
-    if bool(torch.stack(checks).all()):
+    """None if loss and all gradients are finite, else the first offending term (one host sync when fine).
+
+    The gradients are checked through one foreach max-|g| reduction (NaN and inf propagate through it) instead of
+    an isfinite kernel per parameter.
+    """
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    worst = torch.nn.utils.get_total_norm(grads, float("inf"), foreach=True) if grads else loss.new_zeros(())
+    if bool(torch.isfinite(torch.stack([_at_least_fp32(loss.detach()), worst.float()])).all()):
         return None
     for name, value in terms.items():
         if not bool(torch.isfinite(value)):
@@ -69,21 +105,37 @@ def _bad_term(loss: torch.Tensor, terms: dict[str, torch.Tensor], module: nn.Mod
     return "loss" if not bool(torch.isfinite(loss)) else "grad"
 
 
+def make_fakes(generator: nn.Module, n: int, config: GANConfig, device: torch.device, amp: bool) -> torch.Tensor:
+    """n fakes float32 n×(C+Kc)×H×W from z ~ N(0, I), without a graph (the critic steps' inputs).
+
+    The training loop draws all critic steps' fakes of an iteration in one call: the generator does not change
+    during the critic steps, so this is the same distribution as one forward per step, except that the
+    generator's batch norm (train mode) normalises over all n rows instead of each step's B.
+    """
+    z = torch.randn(n, config.z_dim, device=device)
+    with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=amp):
+        return generator(z).float()
+
+
 def critic_step(generator: nn.Module, critic: nn.Module, opt_d: torch.optim.Optimizer, real: torch.Tensor,
-                config: GANConfig, amp: bool) -> tuple[dict[str, torch.Tensor] | None, str | None]:
-    """One critic update on `real` (B×(C+Kc)×H×W) against fresh fakes → (terms, None) or (None, bad term).
+                config: GANConfig, amp: bool, fake: torch.Tensor | None = None,
+                sync: GradSync | None = None) -> tuple[dict[str, torch.Tensor] | None, str | None]:
+    """One critic update on `real` (B×(C+Kc)×H×W) against `fake` (same shape; None: B fresh fakes)
+    → (terms, None) or (None, bad term).
 
     On a non-finite loss or gradient the optimiser is not stepped: weights and Adam moments stay untouched.
+    `sync` (multi-process training) averages the gradients over ranks before that check, so every rank decides
+    the same.
     """
     device_type = real.device.type
-    z = torch.randn(real.shape[0], config.z_dim, device=real.device)
-    with torch.no_grad(), torch.autocast(device_type, torch.bfloat16, enabled=amp):
-        fake = generator(z)
+    if fake is None:
+        fake = make_fakes(generator, real.shape[0], config, real.device, amp)
     with torch.autocast(device_type, torch.bfloat16, enabled=amp):
-        loss, terms = critic_loss(critic, real, fake.float(), config.gp_lambda)
+        loss, terms = critic_loss(critic, real, fake, config.gp_lambda)
     opt_d.zero_grad(set_to_none=True)
     loss.backward()
-    bad = _bad_term(loss, terms, critic)
+    checked = sync(critic, loss) if sync is not None else loss
+    bad = _bad_term(checked, terms, critic)
     if bad is not None:
         opt_d.zero_grad(set_to_none=True)
         return None, bad
@@ -92,7 +144,8 @@ def critic_step(generator: nn.Module, critic: nn.Module, opt_d: torch.optim.Opti
 
 
 def generator_step(generator: nn.Module, critic: nn.Module, opt_g: torch.optim.Optimizer, config: GANConfig,
-                   device: torch.device, amp: bool) -> tuple[torch.Tensor | None, str | None]:
+                   device: torch.device, amp: bool, sync: GradSync | None = None
+                   ) -> tuple[torch.Tensor | None, str | None]:
     """One generator update (one forward of G) → (loss, None) or (None, bad term); skipped when non-finite."""
     critic.requires_grad_(False)  # the critic's weight gradients are not needed here
     try:
@@ -103,7 +156,8 @@ def generator_step(generator: nn.Module, critic: nn.Module, opt_g: torch.optim.O
         loss.backward()
     finally:
         critic.requires_grad_(True)
-    bad = _bad_term(loss, {}, generator)
+    checked = sync(generator, loss) if sync is not None else loss
+    bad = _bad_term(checked, {}, generator)
     if bad is not None:
         opt_g.zero_grad(set_to_none=True)
         return None, bad

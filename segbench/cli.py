@@ -78,13 +78,14 @@ def sweep(
     jobs: int = typer.Option(1, "--jobs", help="Independent runs in parallel (one per GPU on CUDA)."),
     only: Optional[str] = typer.Option(None, "--only", help="Run only configurations whose label contains this."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and whether they are complete."),
+    root: Optional[str] = typer.Option(None, "--root", help="Dataset root (overrides the manifest's root)."),
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Run a grid of configurations × folds × seeds (skipping complete runs), then report."""
     from pairgen.workspace import workspace_root
     from segbench.sweep import sweep as run_sweep
 
-    run_sweep(manifest, workspace_root(workspace), jobs=jobs, dry_run=dry_run, only=only, preset=preset)
+    run_sweep(manifest, workspace_root(workspace), jobs=jobs, dry_run=dry_run, only=only, preset=preset, root=root)
 
 
 @app.command()

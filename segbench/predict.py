@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from pairgen.checkpoint import require_safe_torch
 from pairgen.devices import resolve_device
 from pairgen.errors import UserError
 from pairgen.shards import ShardSet, atomic_write_bytes
@@ -56,6 +57,7 @@ def load_weights(run_dir: Path, device: torch.device) -> tuple[UNet, dict[str, A
         raise UserError(f"--run {run_dir}: no such run directory")
     if not path.is_file():
         raise UserError(f"{path}: no weights (the run has not finished training)")
+    require_safe_torch()
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         meta = payload["meta"]

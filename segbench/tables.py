@@ -225,8 +225,14 @@ def print_summary(summary: dict[str, Any], title: str = "", console=None) -> Non
         if isinstance(summary.get(key), (int, float)):
             facts.append(f"{key}={summary[key]:.4g}{unit}")
     table = Table(title or "summary", ["metric", "mean", "std", "median", "n", "undefined"], [], " ".join(facts))
-    for metric, s in (summary.get("metrics") or {}).items():
-        table.rows.append([metric_name(metric), fmt(s.get("mean")), fmt(s.get("std")), fmt(s.get("median")),
+    metrics = summary.get("metrics") or {}
+    if any(m.startswith("miou") for m in metrics):
+        # multi-class: per-class distances would bury the table; they stay in per_image.csv and summary.json
+        metrics = {m: s for m, s in metrics.items() if m.startswith(("miou", "iou_", "dice_"))}
+    px = summary.get("distance_unit") == "px"
+    for metric, s in sorted(metrics.items(), key=lambda item: (not item[0].startswith("miou"), item[0])):
+        name = metric_name(metric).replace("(mm)", "(px)") if px else metric_name(metric)
+        table.rows.append([name, fmt(s.get("mean")), fmt(s.get("std")), fmt(s.get("median")),
                            str(s.get("n", "-")), str(s.get("n_undefined", "-"))])
     console.print(to_rich(table))
     confusion = summary.get("confusion")

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from pairgen.checkpoint import require_safe_torch
 from pairgen.errors import UserError
 from pairgen.shards import ShardSet, atomic_write_bytes
 from segbench.mixing import MixedBatches, RealSource, uint8_to_model
@@ -147,6 +148,7 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
 
     iteration, elapsed, finished, best_state = 0, 0.0, False, None
     if resume and state_path.is_file():
+        require_safe_torch()
         try:
             state = torch.load(state_path, map_location="cpu", weights_only=True)
         except Exception as exc:   # unpickling / zip errors: the file is not a state this code wrote
