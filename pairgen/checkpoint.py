@@ -76,13 +76,15 @@ def _float_tensors(value: Any, prefix: str) -> list[tuple[str, torch.Tensor]]:
 
 def _non_finite(state: dict[str, Any]) -> str | None:
     """Name of the first non-finite tensor among the networks and optimiser states, None when all are finite."""
-    tensors = [t for part in ("generator", "critic", "opt_g", "opt_d") for t in _float_tensors(state.get(part, {}), part)]
-    if not tensors:
-        return None
-    finite = torch.stack([torch.isfinite(t).all().cpu() for _, t in tensors])   # one host sync when all is well
-    if bool(finite.all()):
-        return None
-    return next(name for (name, _), ok in zip(tensors, finite.tolist()) if not ok)
+    by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+    for part in ("generator", "critic", "opt_g", "opt_d"):
+        for name, tensor in _float_tensors(state.get(part, {}), part):
+            by_device.setdefault(tensor.device, []).append((name, torch.isfinite(tensor).all()))
+    for checks in by_device.values():   # one host sync per device (Adam keeps its step counts on the CPU)
+        finite = torch.stack([ok for _, ok in checks]).cpu()
+        if not bool(finite.all()):
+            return next(name for (name, _), ok in zip(checks, finite.tolist()) if not ok)
+    return None
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

@@ -119,7 +119,8 @@ def sample(
 
 @app.command()
 def export(
-    n: int = typer.Option(1000, "--n", help="Number of synthetic pairs."),
+    n: int = typer.Option(1000, "--n", "--num-samples",
+                          help="Number of synthetic pairs (under torchrun: --num-samples)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Generator checkpoint (default: newest run)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Pick the newest run of this dataset."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output shard dir (default: under the workspace)."),

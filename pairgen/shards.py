@@ -24,7 +24,10 @@ import errno
 import hashlib
 import json
 import os
+import select
+import signal
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -243,12 +246,22 @@ def open_shard(path: Path) -> h5py.File:
 
 
 def schema_problems(h5: h5py.File) -> list[str]:
-    """Every way an open shard breaks the schema (empty list = fine)."""
+    """Every way an open shard breaks the schema (empty list = fine); never raises on a damaged file."""
     problems: list[str] = []
+    try:
+        _schema_problems(h5, problems)
+    except Exception as exc:  # damaged object headers surface as RuntimeError, OSError, KeyError, ValueError…
+        problems.append(f"unreadable ({exc.__class__.__name__}: {str(exc)[:120]})")
+    return problems
+
+
+def _schema_problems(h5: h5py.File, problems: list[str]) -> list[str]:
+    """schema_problems' checks, appending to `problems` (so that findings before a crash are kept)."""
     try:
         attrs = dict(h5.attrs)
     except Exception as exc:  # a damaged attribute heap raises anything from OSError to JSON errors
-        return [f"unreadable attributes ({exc.__class__.__name__})"]
+        problems.append(f"unreadable attributes ({exc.__class__.__name__})")
+        return problems
     for key in REQUIRED_ATTRS:
         if key not in attrs:
             problems.append(f"missing attribute {key!r}")
@@ -317,6 +330,8 @@ def load_shards(directory: Path, verify_checksums: bool = True, with_raw: bool =
     """Read a complete shard directory into memory, checking manifest, checksums and schema.
 
     `with_raw` also loads masks_raw and latents of synthetic shards (large; segbench trains on `masks`).
+    `verify_checksums=False` is for files the caller trusts: libhdf5 can loop forever on some damaged bytes, and
+    the checksum is what keeps those from ever reaching it.
     """
     directory = Path(directory)
     manifest = read_manifest(directory)
@@ -331,14 +346,17 @@ def load_shards(directory: Path, verify_checksums: bool = True, with_raw: bool =
         if verify_checksums and sha256_file(path) != info.sha256:
             raise UserError(f"{path}: sha256 does not match the manifest (corrupt or modified shard)")
         with open_shard(path) as h5:
-            if h5["sample_index"].shape[0] != info.n:
-                raise UserError(f"{path}: holds {h5['sample_index'].shape[0]} samples, manifest says {info.n}")
-            if (mismatch := _check_same_shapes(path, h5, reference)) is not None:
-                raise UserError(f"{path}: {mismatch}")
             try:
-                _read_into(h5, parts, with_raw)
-            except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
+                n = h5["sample_index"].shape[0]
+                mismatch = _check_same_shapes(path, h5, reference)
+                if n == info.n and mismatch is None:
+                    _read_into(h5, parts, with_raw)
+            except Exception as exc:  # damaged HDF5 structures raise RuntimeError, OSError, KeyError, ValueError…
                 raise UserError(f"{path}: unreadable data ({exc.__class__.__name__}: {str(exc)[:100]})") from None
+            if n != info.n:
+                raise UserError(f"{path}: holds {n} samples, manifest says {info.n}")
+            if mismatch is not None:
+                raise UserError(f"{path}: {mismatch}")
     arrays = {k: (v if k in ("full_masks", "case_id") else np.concatenate(v)) for k, v in parts.items()}
     attrs = dict(manifest.attrs)
     return ShardSet(directory=directory, attrs=attrs, **arrays)
@@ -377,16 +395,66 @@ def verify_directory(directory: Path) -> list[str]:
         if not path.is_file():
             problems.append(f"{path}: listed in the manifest but missing")
             continue
-        if sha256_file(path) != info.sha256:
+        trusted = sha256_file(path) == info.sha256
+        if not trusted:
             problems.append(f"{path}: sha256 does not match the manifest")
-        try:
-            problems.extend(f"{path}: {p}" for p in _shard_problems(path, info, manifest, seen, reference))
-        except Exception as exc:  # any damage h5py trips over is a finding to report, never a crash
-            problems.append(f"{path}: unreadable ({exc.__class__.__name__}: {str(exc)[:100]})")
+        check = _shard_problems_guarded if trusted else _shard_problems_isolated
+        problems.extend(f"{path}: {p}" for p in check(path, info, manifest, seen, reference))
     expected = manifest.attrs.get("n_expected")
     if expected is not None and sorted(seen) != list(range(int(expected))):
         missing = int(expected) - len(seen)
         problems.append(f"{directory}: sample indices are not exactly 0…{int(expected) - 1} ({missing} missing)")
+    return problems
+
+
+# how long libhdf5 may take to inspect a shard that failed its checksum (it can loop forever on some damage)
+UNTRUSTED_PARSE_TIMEOUT_S = 120.0
+
+
+def _shard_problems_guarded(path: Path, info: ShardInfo, manifest: Manifest, seen: dict[int, str],
+                            reference: dict[str, tuple]) -> list[str]:
+    try:
+        return _shard_problems(path, info, manifest, seen, reference)
+    except Exception as exc:  # any damage h5py trips over is a finding to report, never a crash
+        return [f"unreadable ({exc.__class__.__name__}: {str(exc)[:100]})"]
+
+
+def _shard_problems_isolated(path: Path, info: ShardInfo, manifest: Manifest, seen: dict[int, str],
+                             reference: dict[str, tuple]) -> list[str]:
+    """_shard_problems for a file whose checksum failed, parsed in a forked child: libhdf5 can spin forever or
+    crash on damaged bytes (found by fuzzing), and verify must report that, not hang or die with it."""
+    if not hasattr(os, "fork"):
+        return _shard_problems_guarded(path, info, manifest, seen, reference)
+    read_end, write_end = os.pipe()
+    pid = os.fork()   # plain fork, not multiprocessing: it also works inside daemonic worker processes
+    if pid == 0:
+        try:
+            os.close(read_end)
+            problems = _shard_problems_guarded(path, info, manifest, seen, reference)
+            payload = json.dumps([problems, seen, {k: list(v) for k, v in reference.items()}]).encode()
+            with os.fdopen(write_end, "wb") as out:
+                out.write(payload)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    chunks, deadline = [], time.monotonic() + UNTRUSTED_PARSE_TIMEOUT_S
+    try:
+        while (left := deadline - time.monotonic()) > 0 and select.select([read_end], [], [], left)[0]:
+            if not (chunk := os.read(read_end, 1 << 16)):
+                break
+            chunks.append(chunk)
+        else:
+            os.kill(pid, signal.SIGKILL)    # still parsing at the deadline
+            chunks = []
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    try:
+        problems, seen_after, reference_after = json.loads(b"".join(chunks))
+    except ValueError:   # nothing came back: the child crashed (e.g. a segfault in libhdf5) or was killed
+        return [f"unreadable (the HDF5 library crashed or did not finish within {UNTRUSTED_PARSE_TIMEOUT_S:.0f} s)"]
+    seen.update((int(k), v) for k, v in seen_after.items())
+    reference.update((k, tuple(v)) for k, v in reference_after.items())
     return problems
 
 

@@ -9,6 +9,13 @@ checkpoints/ckpt-XXXXXXX.pt. log.jsonl holds one JSON object per line, each with
   resume  step, checkpoint
 Determinism: the global torch/numpy RNGs (z, ε of the penalty) and the data order (a seeded permutation per epoch
 plus a position) are checkpointed, so on CPU N steps straight equal N/2 steps + resume + N/2 steps exactly.
+
+Several processes (`torchrun --nproc_per_node N -m pairgen train …`, pairgen.distributed): one seeded order of
+global batches of N × batch_size pairs, rank r training on rows [r·B, (r+1)·B), so the effective batch is
+N × batch_size (the learning rate is not rescaled); gradients (and the finite check) are averaged over ranks after
+every backward, so weights stay identical; each rank draws its own z and ε; rank 0 alone writes config, log,
+sheets and checkpoints, which also hold every rank's RNG state (rng_ranks), so a resume with the same N is exact.
+The generator's batch-norm running statistics saved are rank 0's (each rank normalises its own batch).
 """
 
 from __future__ import annotations
@@ -29,11 +36,10 @@ from pairgen import distributed
 from pairgen.checkpoint import (FORMAT, VERSION, capture_rng, checkpoint_config, checkpoint_path, load_checkpoint,
                                 newest_checkpoint, restore_rng, save_checkpoint)
 from pairgen.devices import resolve_device
-from pairgen.encoding import encode_mask
 from pairgen.errors import UserError, writing
 from pairgen.networks import build_critic, build_generator
+from pairgen.pairdata import EpochSampler, PairData
 from pairgen.presets import GANConfig, validate
-from pairgen.shards import load_shards
 from pairgen.sheets import sample_sheet
 from pairgen.wgan_gp import OPTIONS, critic_step, generator_step, make_fakes
 
@@ -50,82 +56,11 @@ class TrainingDiverged(UserError):
     """Critic or generator steps were non-finite MAX_BAD_STEPS times in a row."""
 
 
-class PairData:
-    """The training split in memory on the device: images uint8 N×C×H×W, masks uint8 N×H×W (no per-step I/O)."""
-
-    def __init__(self, directory: Path, config: GANConfig, device: torch.device) -> None:
-        shard_set = load_shards(directory)
-        n, height, width, channels = shard_set.images.shape
-        if n == 0:
-            raise UserError(f"{directory}: the training split holds no pairs")
-        if (height, width) != (config.height, config.width):
-            raise UserError(f"{directory}: pairs are {height}×{width}, "
-                            f"the config trains {config.height}×{config.width}")
-        if channels != config.image_channels:
-            raise UserError(f"{directory}: images have {channels} channels, the config says {config.image_channels}")
-        names = tuple(shard_set.class_names)
-        # a config without class names (tests, hand-made configs) takes them from the data
-        self.config = config if config.class_names else dataclasses.replace(config, class_names=names)
-        if names != self.config.class_names:
-            raise UserError(f"{directory}: classes {list(names)} differ from the config's "
-                            f"{list(self.config.class_names)}")
-        if int(shard_set.masks.max(initial=0)) >= len(names):
-            raise UserError(f"{directory}: mask ids exceed the {len(names)} classes of the manifest")
-        self.images = torch.from_numpy(shard_set.images).permute(0, 3, 1, 2).contiguous().to(device)
-        self.masks = torch.from_numpy(shard_set.masks).to(device)
-        self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def batch(self, index: torch.Tensor) -> torch.Tensor:
-        """Pairs float32 B×(C+Kc)×H×W in [-1, 1] for sample indices `index` (int64 B)."""
-        index = index.to(self.images.device)
-        images = self.images[index].float() / 127.5 - 1.0
-        masks = encode_mask(self.masks[index], self.config.n_classes, self.config.mask_encoding)
-        return torch.cat([images, masks], dim=1).contiguous(memory_format=self.memory_format)
-
-
-class EpochSampler:
-    """Batches of indices from one seeded permutation per epoch; (epoch, position) resumes the order exactly."""
-
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.epoch, self.position = 0, 0
-        self._permutation: torch.Tensor | None = None
-
-    def _current(self) -> torch.Tensor:
-        if self._permutation is None:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            self._permutation = torch.randperm(self.n, generator=generator)
-        return self._permutation
-
-    def next(self) -> torch.Tensor:
-        """int64 batch_size indices; a batch that crosses an epoch end continues in the next permutation."""
-        parts, need = [], self.batch_size
-        while need:
-            taken = self._current()[self.position:self.position + need]
-            parts.append(taken)
-            need -= len(taken)
-            self.position += len(taken)
-            if self.position >= self.n:
-                self.epoch, self.position, self._permutation = self.epoch + 1, 0, None
-        return torch.cat(parts)
-
-    def state(self) -> dict[str, int]:
-        return {"n": self.n, "seed": self.seed, "epoch": self.epoch, "position": self.position}
-
-    def load(self, state: dict[str, Any], source: Path) -> None:
-        if int(state["n"]) != self.n or int(state["seed"]) != self.seed:
-            raise UserError(f"{source}: trained on {state['n']} pairs (seed {state['seed']}), the training split "
-                            f"now has {self.n} (seed {self.seed}); resume needs the same data")
-        self.epoch, self.position, self._permutation = int(state["epoch"]), int(state["position"]), None
-
-
 def _make_optimizer(module: nn.Module, config: GANConfig, device: torch.device) -> torch.optim.Adam:
     # fused Adam (CUDA and CPU): one kernel over all parameters; on CPU 3-9x faster per step than the default
     # for-loop Adam in scripts/bench.py's measurements, same state_dict (old checkpoints load)
-    return torch.optim.Adam(module.parameters(), lr=config.lr, betas=tuple(config.betas), fused=True)
+    return torch.optim.Adam(module.parameters(), lr=config.lr, betas=tuple(config.betas),
+                            fused=OPTIONS.fused_adam or None)
 
 
 def _restore_rank_rng(state: dict[str, Any], rank: int, world: int, seed: int) -> None:

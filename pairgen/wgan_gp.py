@@ -34,6 +34,7 @@ class SpeedOptions:
 
     fuse_real_fake: bool = True          # one critic forward for real+fake when the critic has no batch norm
     one_generator_forward: bool = True   # pairgen.train: all critic steps' fakes of an iteration in one forward
+    fused_adam: bool = True              # pairgen.train: one Adam kernel over all parameters (CPU and CUDA)
 
 
 OPTIONS = SpeedOptions()
@@ -89,15 +90,23 @@ def generator_loss(critic: nn.Module, fake: torch.Tensor) -> torch.Tensor:
     return -_at_least_fp32(critic(fake)).mean()
 
 
-def _bad_term(loss: torch.Tensor, terms: dict[str, torch.Tensor], module: nn.Module) -> str | None:
-    """None if loss and all gradients are finite, else the first offending term (one host sync when fine).
+def _grads_finite(grads: list[torch.Tensor]) -> torch.Tensor:
+    """A 0-dim bool tensor: every gradient entry is finite (NaN and ±inf propagate through sums and maxima).
 
-    The gradients are checked through one foreach max-|g| reduction (NaN and inf propagate through it) instead of
-    an isfinite kernel per parameter.
+    CPU: one sum per tensor (about 10x cheaper than isfinite or |g|-max reductions there, measured); a sum that
+    overflows float range also counts as non-finite, which only a diverged step reaches. CUDA: one foreach
+    max-|g| launch over all tensors.
     """
+    if grads[0].is_cuda:
+        return torch.isfinite(torch.nn.utils.get_total_norm(grads, float("inf"), foreach=True))
+    return torch.isfinite(torch.stack([g.sum() for g in grads]).sum())
+
+
+def _bad_term(loss: torch.Tensor, terms: dict[str, torch.Tensor], module: nn.Module) -> str | None:
+    """None if loss and all gradients are finite, else the first offending term (one host sync when fine)."""
     grads = [p.grad for p in module.parameters() if p.grad is not None]
-    worst = torch.nn.utils.get_total_norm(grads, float("inf"), foreach=True) if grads else loss.new_zeros(())
-    if bool(torch.isfinite(torch.stack([_at_least_fp32(loss.detach()), worst.float()])).all()):
+    finite = torch.isfinite(_at_least_fp32(loss.detach()))
+    if bool(finite & _grads_finite(grads) if grads else finite):
         return None
     for name, value in terms.items():
         if not bool(torch.isfinite(value)):

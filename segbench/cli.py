@@ -45,6 +45,7 @@ def run(
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Train and evaluate one U-Net on K real + M synthetic pairs per minibatch."""
+    from pairgen import distributed
     from pairgen.workspace import workspace_root
     from segbench.report import print_run_summary
     from segbench.run import resolve_config, run as run_experiment
@@ -54,9 +55,11 @@ def run(
                             synth_per_batch=synth, aug=aug, real_shards=real_shards, synth_shards=synth_shards,
                             synth_source=synth_source, checkpoint=checkpoint, max_iters=max_iters,
                             min_iters=min_iters, patience=patience, seed=seed, device=device)
-    run_dir = run_experiment(config, ws, out, resume)
-    print_run_summary(run_dir, console=console)
-    console.print(f"[green]✓[/] run directory {run_dir}")
+    run_dir = run_experiment(config, ws, out, resume)   # joins torchrun's process group, if any
+    if distributed.is_rank0():
+        print_run_summary(run_dir, console=console)
+        console.print(f"[green]✓[/] run directory {run_dir}")
+    distributed.cleanup()
 
 
 @app.command()

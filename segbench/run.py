@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pairgen import distributed
 from pairgen.devices import resolve_device
 from pairgen.errors import UserError
 from pairgen.shards import ShardSet, load_shards
@@ -250,6 +251,9 @@ def run(config: SegConfig, workspace: Path, out: Path | None = None, resume: boo
     from pairgen.workspace import new_numbered_dir
 
     started = time.monotonic()
+    # under torchrun: rank 0 numbers and writes the run dir; every rank trains its share of each global batch
+    # (effective batch = world × (K + M), see segbench.train); rank 0 alone evaluates and writes the results
+    rank, world = distributed.init_from_env()
     ws = Path(workspace)
     run_dir = Path(out) if out is not None else None
     if resume and run_dir is None:
@@ -261,6 +265,7 @@ def run(config: SegConfig, workspace: Path, out: Path | None = None, resume: boo
         config = dataclasses.replace(SegConfig.load(run_dir / CONFIG_NAME), device=config.device)
     if not resume and run_dir is not None and run_dir.is_dir() and any(run_dir.iterdir()):
         raise UserError(f"--out {run_dir}: not empty; pass --resume to continue that run or choose another folder")
+    distributed.barrier()  # every rank has looked at --out before rank 0 writes into it
 
     spec = parse_spec(config.aug)
     plan = plan_data(config, ws)
@@ -269,23 +274,27 @@ def run(config: SegConfig, workspace: Path, out: Path | None = None, resume: boo
         synth_shards=str(plan.synth_dir.resolve()) if plan.synth_dir else config.synth_shards,
         checkpoint=str(plan.checkpoint.resolve()) if plan.checkpoint else config.checkpoint)
     label = run_label(config.real_per_batch, config.synth_per_batch, not spec.is_identity)
-    device = resolve_device(config.device)
+    device = distributed.local_device(resolve_device(config.device))
     real = _load_real(plan)
     synth = _synth_source(config, plan, real["train"], device)   # refuses mismatches before a run dir exists
 
     if run_dir is None:
-        run_dir = new_numbered_dir(ws / plan.dataset / plan.fold_id / "seg", label)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resuming:
-        config.save(run_dir / CONFIG_NAME)
+        run_dir = distributed.on_rank0(lambda: new_numbered_dir(ws / plan.dataset / plan.fold_id / "seg", label))
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resuming:
+            config.save(run_dir / CONFIG_NAME)
 
     torch.manual_seed(config.seed)   # He initialisation
     train = real["train"]
     batches = MixedBatches(RealSource(train, device) if config.real_per_batch else None, synth,
-                           config.real_per_batch, config.synth_per_batch, torch.Generator().manual_seed(config.seed))
+                           config.real_per_batch * world, config.synth_per_batch * world,
+                           torch.Generator().manual_seed(config.seed))
     model = build_unet(config, train.images.shape[3], len(train.class_names))
     result = train_segmentation(config, model, batches, real["val"], run_dir, resume=resuming,
                                 show_progress=show_progress)
+    if rank != 0:
+        return run_dir
     height, width, channels = train.images.shape[1:]
     save_weights(run_dir / WEIGHTS_NAME, model, {
         "in_channels": channels, "n_classes": len(train.class_names), "depth": config.depth,

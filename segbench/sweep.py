@@ -22,6 +22,9 @@ TOP_KEYS = {"title", "description", "dataset", "root", "preset", "folds", "seeds
             "seg", "gan", "config"}
 GRID_KEYS = {"dataset", "fold_id", "seed", "real_per_batch", "synth_per_batch", "aug", "preset"}
 SAME_RUN_KEYS = ("dataset", "fold_id", "preset", "real_per_batch", "synth_per_batch", "aug", "seed")
+SAME_GAN_KEYS = ("preset", "iters", "seed", "height", "width", "mask_encoding", "z_dim", "g_channels", "d_channels",
+                 "kernel_size", "critic_norm", "critic_activation", "batch_size", "critic_steps", "gp_lambda", "lr",
+                 "betas", "train_fraction")
 
 
 @dataclass(frozen=True)
@@ -170,8 +173,8 @@ def _same_gan(run: Path, config) -> bool:
     from pairgen.presets import GANConfig
 
     saved = GANConfig.load(run / "config.json")
-    return (saved.preset, saved.iters, saved.seed, saved.height, saved.width) == (
-        config.preset, config.iters, config.seed, config.height, config.width)
+    # every field that changes the trained generator (a manifest may override any of them in [gan])
+    return all(getattr(saved, name) == getattr(config, name) for name in SAME_GAN_KEYS)
 
 
 def ensure_generator(m: Manifest, fold: int, preset: str, ws: Path) -> Path:

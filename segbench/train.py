@@ -16,10 +16,12 @@ written atomically, read with weights_only=True).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from pairgen import distributed
 from pairgen.checkpoint import require_safe_torch
 from pairgen.errors import UserError
 from pairgen.shards import ShardSet, atomic_write_bytes
@@ -79,6 +82,48 @@ def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, reduction: str 
     return F.cross_entropy(logits, masks, reduction=reduction)
 
 
+@dataclass
+class SpeedOptions:
+    """Switches for scripts/bench.py's ablations; the defaults are what training uses (README "Performance")."""
+
+    channels_last: bool = True   # NHWC activations: oneDNN (CPU) and cuDNN (GPU) run these 3×3 convs faster
+    fused_adam: bool = True      # one Adam kernel over all parameters instead of a Python loop per tensor
+
+
+OPTIONS = SpeedOptions()
+
+
+def memory_format() -> torch.memory_format:
+    return torch.channels_last if OPTIONS.channels_last else torch.contiguous_format
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Move to the device in the training memory format; on CUDA let cuDNN autotune (shapes never change)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return model.to(device).to(memory_format=memory_format())
+
+
+def make_optimizer(model: torch.nn.Module, config: SegConfig) -> torch.optim.Adam:
+    """Adam with the config's lr and betas (fused when OPTIONS says so; same state_dict either way)."""
+    return torch.optim.Adam(model.parameters(), lr=config.lr, betas=tuple(config.betas),
+                            fused=OPTIONS.fused_adam or None)
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, masks: torch.Tensor,
+               amp: bool) -> torch.Tensor:
+    """One optimiser step on a batch (images float32 B×C×H×W in [-1, 1], masks int64 B×H×W) → the loss (a
+    detached scalar on the device; no host sync). `model` may be a DistributedDataParallel wrapper."""
+    images = images.contiguous(memory_format=memory_format())
+    with autocast_for(images.device, amp):
+        logits = model(images)
+    loss = segmentation_loss(logits, masks)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def autocast_for(device: torch.device, amp: bool):
     """bf16 autocast on CUDA when enabled; a no-op context on the CPU (fp32 there)."""
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
@@ -92,14 +137,27 @@ def validation_loss(model: torch.nn.Module, val: RealSource, batch_size: int, am
     for start in range(0, len(val), batch_size):
         images = uint8_to_model(val.images[start:start + batch_size].to(val.device, non_blocking=True))
         masks = val.masks[start:start + batch_size].to(val.device, non_blocking=True).long()
-        if val.device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=memory_format())
         with autocast_for(val.device, amp):
             logits = model(images)
         total += segmentation_loss(logits, masks, reduction="sum").double()
     model.train()
     pixels = len(val) * val.shape[0] * val.shape[1]
     return float(total.item() / pixels)
+
+
+def _rank_rows(config: SegConfig, batches: MixedBatches, world: int) -> torch.Tensor | None:
+    """This rank's rows of the global batch (its K real, then its M synthetic), None for a single process."""
+    if world == 1:
+        return None
+    real, synth = config.real_per_batch, config.synth_per_batch
+    if (batches.real_per_batch, batches.synth_per_batch) != (real * world, synth * world):
+        raise ValueError(f"under {world} processes the batches must hold {real}·{world} real + {synth}·{world} "
+                         f"synthetic rows, not {batches.real_per_batch} + {batches.synth_per_batch}")
+    rank = distributed.rank()
+    index = list(range(rank * real, (rank + 1) * real))
+    index += [real * world + i for i in range(rank * synth, (rank + 1) * synth)]
+    return torch.tensor(index, device=batches.device)
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
@@ -132,13 +190,16 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
         if getattr(config, name) < 1:
             raise UserError(f"{name} must be at least 1, not {getattr(config, name)}")
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # under torchrun: `batches` yields the global batch (world × B rows, K·world real then M·world synthetic);
+    # every rank augments all of it with the same generator (so the state rank 0 saves fits every rank) and
+    # trains DDP on its own K + M rows; rank 0 validates, logs and saves, and shares the validation loss
+    rank, world = distributed.init_from_env()
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
     device = batches.device
-    cuda = device.type == "cuda"
-    model.to(device)
-    if cuda:
-        model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=tuple(config.betas))
+    prepare_model(model, device)
+    optimizer = make_optimizer(model, config)
+    trained = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model)
     spec = parse_spec(config.aug)
     # augmentation draws on the training device (no per-pixel noise copies); its state is checkpointed
     aug_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
@@ -162,8 +223,9 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
         torch.set_rng_state(state["torch_rng"])
         best_state = {k: v.to(device) for k, v in state["best_model"].items()} if state["best_model"] else None
         iteration, elapsed, finished = int(state["iteration"]), float(state["wall_s"]), bool(state["finished"])
-        _trim_log(log_path, iteration)
-    else:
+        if rank == 0:
+            _trim_log(log_path, iteration)
+    elif rank == 0:
         log_path.write_text("")
 
     def snapshot(done: bool) -> None:
@@ -177,40 +239,40 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
     started = last_save = time.monotonic()
     running_loss, running_steps = torch.zeros((), device=device), 0
     model.train()
+    rows = _rank_rows(config, batches, world)
     with tqdm(total=config.max_iters, initial=iteration, desc=f"train {run_dir.name}", unit="it",
-              dynamic_ncols=True, disable=not show_progress) as bar, open(log_path, "a") as log:
+              dynamic_ncols=True, disable=not show_progress or rank != 0) as bar, \
+            (open(log_path, "a") if rank == 0 else contextlib.nullcontext()) as log:
         while not finished and iteration < config.max_iters:
             images, masks, _ = next(batches)
             if not spec.is_identity:
                 images, masks = augment_batch(images, masks, spec, aug_generator)
-            if cuda:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast_for(device, config.amp):
-                logits = model(images)
-            loss = segmentation_loss(logits, masks)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if rows is not None:
+                images, masks = images[rows], masks[rows]
+            loss = train_step(trained, optimizer, images, masks, config.amp)
             iteration += 1
-            running_loss += loss.detach()
+            running_loss += loss
             running_steps += 1
             bar.update(1)
             if iteration % config.val_every and iteration < config.max_iters:
                 continue
             # validation point: early-stopping bookkeeping, log line, maybe a training-state checkpoint
-            val_loss = validation_loss(model, val, config.eval_batch, config.amp)
-            if stopper.update(iteration, val_loss):
+            val_loss = validation_loss(model, val, config.eval_batch, config.amp) if rank == 0 else None
+            val_loss = distributed.broadcast_object(val_loss)   # every rank takes the same stopping decision
+            if stopper.update(iteration, val_loss) and rank == 0:
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            train_loss = float(running_loss.item() / running_steps)
+            train_loss = float(distributed.all_mean(running_loss).item() / running_steps)
             running_loss.zero_()
             running_steps = 0
+            finished = stopper.should_stop(iteration) or iteration >= config.max_iters
+            if rank != 0:
+                continue
             record = {"iteration": iteration, "train_loss": train_loss, "val_loss": val_loss,
                       "best_val_loss": stopper.best_loss, "best_iteration": stopper.best_iteration,
                       "wall_s": round(elapsed + time.monotonic() - started, 3)}
             log.write(json.dumps(record) + "\n")
             log.flush()
             bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}", best=stopper.best_iteration)
-            finished = stopper.should_stop(iteration) or iteration >= config.max_iters
             if finished or time.monotonic() - last_save >= checkpoint_seconds:
                 snapshot(finished)
                 last_save = time.monotonic()

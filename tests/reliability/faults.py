@@ -132,16 +132,14 @@ class FullDisk:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             resource.setrlimit(resource.RLIMIT_FSIZE, (self.limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
             return
-        with open(self.directory / ".filler", "ab") as handle:
-            block = b"\0" * (1 << 16)
-            with contextlib.suppress(OSError):
-                while True:
-                    handle.write(block)
-                    handle.flush()
-            with contextlib.suppress(OSError):   # the last partial page too
-                while True:
-                    handle.write(b"\0")
-                    handle.flush()
+        fd = os.open(self.directory / ".filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            for block in (b"\0" * (1 << 16), b"\0"):   # big blocks, then byte by byte: the last page too
+                with contextlib.suppress(OSError):
+                    while os.write(fd, block):
+                        pass
+        finally:
+            os.close(fd)
 
     def empty(self) -> None:
         if self.mechanism == "tmpfs":

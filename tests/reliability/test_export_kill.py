@@ -1,5 +1,6 @@
-"""Promise 1: SIGKILL an export at random moments (also one rank of two); final-named shards are always complete
-and byte-identical to an uninterrupted export, and `--resume` then finishes with indices 0…N-1, once each.
+"""Promise 1: SIGKILL an export at random moments (also one rank of two; under `-m slow` also a real torchrun
+worker); final-named shards are always complete and byte-identical to an uninterrupted export, and `--resume`
+then finishes with indices 0…N-1, once each, keeping the bytes written before the kill.
 
 Kill moments are drawn uniformly over the length of an uninterrupted export (load, generate, write, fsync, rename,
 manifest), from a seeded stream (tests.reliability.faults.SEED). The fast cases kill a few times; `-m slow` many.
@@ -7,8 +8,12 @@ manifest), from a seeded stream (tests.reliability.faults.SEED). The fast cases 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -67,13 +72,13 @@ def check_after_kill(out: Path, expected: dict[str, str]) -> dict[str, bytes]:
 
 
 def check_complete(out: Path, expected: dict[str, str], kept: dict[str, bytes]) -> None:
-    """After resume: valid directory, indices 0…N-1 once each, the reference bytes, and pre-kill shards untouched."""
+    """After resume: valid directory, indices 0…N-1 once each, the reference bytes, pre-kill shards unchanged."""
     assert shards.verify_directory(out) == []
     assert {s.file: s.sha256 for s in shards.read_manifest(out).shards} == expected
     index = shards.load_shards(out).sample_index
     assert len(index) == N and np.array_equal(np.sort(index), np.arange(N))
     for name, content in kept.items():
-        assert (out / name).read_bytes() == content, f"{name} was rewritten by the resume"
+        assert (out / name).read_bytes() == content, f"{name} changed after the kill"
     assert faults.temp_files(out) == []
 
 
@@ -138,3 +143,62 @@ def test_repeated_kills_of_one_directory_and_ranks(ckpt: Path, reference, tmp_pa
         kept.update(check_after_kill(out, expected))
     run_export(ckpt, out, resume=True)
     check_complete(out, expected, kept)
+
+
+def _rank_of(pid: int) -> int | None:
+    """RANK from a process's environment (torchrun sets it for each worker), None if unreadable."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    ranks = [int(item[5:]) for item in env if item.startswith(b"RANK=")]
+    return ranks[0] if ranks else None
+
+
+def _workers(agent: subprocess.Popen) -> dict[int, int]:
+    """rank → pid of torchrun's worker processes (the agent's children)."""
+    children = Path(f"/proc/{agent.pid}/task/{agent.pid}/children")
+    pids = [int(p) for p in children.read_text().split()] if children.exists() else []
+    return {rank: pid for pid in pids if (rank := _rank_of(pid)) is not None}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find torchrun's workers")
+def test_real_torchrun_rank_killed_then_resume(ckpt: Path, tmp_path: Path) -> None:
+    """`torchrun --nproc_per_node 2 -m pairgen export`: SIGKILL one worker at a random moment (the agent then tears
+    the group down), twice; `--resume` under torchrun then completes with the single-process bytes."""
+    n = 512
+    reference = export(ckpt, tmp_path / "ref", n, samples_per_shard=PER_SHARD, block_size=BLOCK, show_progress=False)
+    expected = {s.file: s.sha256 for s in shards.read_manifest(reference).shards}
+    out, kept, stream, interrupted = tmp_path / "e", {}, faults.rng("export-torchrun"), 0
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+               "pairgen", "export", "--checkpoint", str(ckpt), "--out", str(out), "--num-samples", str(n),
+               "--samples-per-shard", str(PER_SHARD), "--block-size", str(BLOCK), "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for attempt in range(2):
+        agent = subprocess.Popen(command + (["--resume"] if attempt else []), env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 120
+            while len(_workers(agent)) < 2 or not list(out.glob("*shard-*")):   # workers up, export under way
+                assert agent.poll() is None and time.monotonic() < deadline, "torchrun export never started"
+                time.sleep(0.01)
+            time.sleep(stream.uniform(0, 0.5))
+            victim = _workers(agent).get(stream.randrange(2))
+            if victim is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(victim, signal.SIGKILL)
+            agent.wait(120)
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+                agent.wait()
+        kept.update(check_after_kill(out, expected))
+        interrupted += not (out / shards.MANIFEST_NAME).exists()
+    assert interrupted, "every kill came too late: the export had finished"
+    subprocess.run(command + ["--resume"], env=env, check=True, capture_output=True, timeout=300)
+    assert shards.verify_directory(out) == []
+    assert {s.file: s.sha256 for s in shards.read_manifest(out).shards} == expected
+    index = shards.load_shards(out).sample_index
+    assert np.array_equal(np.sort(index), np.arange(n))
+    assert all((out / name).read_bytes() == content for name, content in kept.items())

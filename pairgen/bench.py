@@ -1,0 +1,219 @@
+"""GAN-training and export workloads of scripts/bench.py: pairgen's own code against pairgen.reference.
+
+gan-train   pairgen.train.train (the real loop: data sampling, finite checks, logging) on random pairs in a
+            temporary shard directory. One project call trains 2·T iterations with tick_every = T and reports the
+            second tick's window (T steady-state iterations; setup, the first step's warm-up, the final sheet and
+            checkpoint fall outside it). Reference: ReferenceGAN.iteration, T times.
+export      pairgen.export.export_source (blocks of `block_size` latents, a writer thread) of n samples into a
+            fresh directory; reference: reference_export, one forward and one HDF5 row write per sample.
+
+FLOPs per GAN iteration (S critic steps, batch B; G, D = forward MACs of generator and critic at batch B):
+  critic step     G (fakes) + 3·2·D (real and fake: forward, input and weight gradients)
+                  + 6·D (penalty: forward on the interpolates, input gradient, and the double backward, which
+                  differentiates the input-gradient pass (2·D) and the forward pass (2·D) once more)
+  generator step  3·G + 2·D (critic forward and input gradient only; its weights are frozen)
+  iteration       2 FLOPs/MAC × [S·(G + 12·D) + 3·G + 2·D]
+Export: 2 × G's forward MACs per sample.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from pairgen import shards
+from pairgen.encoding import encode_mask
+from pairgen.networks import build_critic, build_generator, pair_channels
+from pairgen.perf import (Paired, Record, ablation, device_peak, forward_macs, make_record, paired_timing,
+                          plain_backend)
+from pairgen.presets import GANConfig, make_config
+from pairgen.reference import ReferenceGAN, reference_export
+
+CLASS_NAMES = {"scr-lung": ("background", "left lung"),
+               "cityscapes": ("void", "flat", "construction", "object", "nature", "sky", "human", "vehicle")}
+
+
+def bench_config(dataset: str, preset: str, device: torch.device, **overrides) -> GANConfig:
+    """The preset's GANConfig for a benchmark (classes and channels as the real dataset has them)."""
+    names = CLASS_NAMES.get(dataset, ("background", "foreground"))
+    channels = 3 if dataset in ("cityscapes", "camvid") else 1
+    return make_config(dataset, preset, class_names=names, image_channels=channels, device=str(device), **overrides)
+
+
+def gan_iteration_flops(config: GANConfig) -> float:
+    """Analytic FLOPs of one training iteration (module docstring)."""
+    batch, shape = config.batch_size, (config.batch_size, pair_channels(config), config.height, config.width)
+    g = forward_macs(lambda: build_generator(config), (batch, config.z_dim))
+    d = forward_macs(lambda: build_critic(config), shape)
+    return 2.0 * (config.critic_steps * (g + 12 * d) + 3 * g + 2 * d)
+
+
+def export_flops_per_sample(config: GANConfig) -> float:
+    return 2.0 * forward_macs(lambda: build_generator(config), (1, config.z_dim))
+
+
+def random_pairs(config: GANConfig, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 n×H×W×C, masks uint8 n×H×W): random content; speed does not depend on it."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, config.height, config.width, config.image_channels), dtype=np.uint8)
+    masks = rng.integers(0, config.n_classes, (n, config.height, config.width), dtype=np.uint8)
+    return images, masks
+
+
+def write_real_split(config: GANConfig, directory: Path, n: int = 64) -> Path:
+    """A real 'train' shard directory of n random pairs at the config's resolution (parent of train/)."""
+    images, masks = random_pairs(config, n)
+    train = Path(directory) / "train"
+    train.mkdir(parents=True, exist_ok=True)
+    attrs = {"kind": "real", "dataset": config.dataset, "split": "train", "fold": "fold1",
+             "class_names": list(config.class_names)}
+    arrays = {"images": images, "masks": masks, "sample_index": np.arange(n, dtype=np.int64)}
+    shards.write_manifest(train, attrs, [shards.write_shard(train / shards.SHARD_PATTERN.format(0), arrays, attrs)])
+    return Path(directory)
+
+
+def penalty_bf16_error(config: GANConfig, device: torch.device) -> float:
+    """|GP(bf16 autocast) - GP(fp32)| / GP(fp32) on one random batch of a fresh critic (double backward in bf16)."""
+    from pairgen.wgan_gp import gradient_penalty
+
+    torch.manual_seed(0)
+    critic = build_critic(config).to(device)
+    shape = (config.batch_size, pair_channels(config), config.height, config.width)
+    real, fake = torch.rand(shape, device=device) * 2 - 1, torch.rand(shape, device=device) * 2 - 1
+    values = []
+    for amp in (False, True):
+        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+            penalty = gradient_penalty(critic, real, fake, torch.Generator(device).manual_seed(1))
+            values.append(float(penalty.detach()))
+    return abs(values[1] - values[0]) / max(abs(values[0]), 1e-12)
+
+
+def gan_project(config: GANConfig, real: Path, window: int, workdir: Path) -> Callable[[], float]:
+    """A call that trains 2·window iterations with pairgen.train into a fresh run dir and returns the seconds
+    of the second tick (window steady-state iterations)."""
+    from pairgen.train import train
+
+    config = dataclasses.replace(config, iters=2 * window, tick_every=window, sample_every=2 * window,
+                                 checkpoint_every=2 * window, keep_checkpoints=1)
+    runs = iter(range(1_000_000))
+
+    def project() -> float:
+        run = Path(workdir) / f"run{next(runs)}"
+        train(config, run, real, show_progress=False)
+        ticks = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        shutil.rmtree(run, ignore_errors=True)  # thesis checkpoints are ~1 GB
+        return window / [t for t in ticks if t["event"] == "tick"][-1]["it_per_s"]
+
+    return project
+
+
+def gan_reference(config: GANConfig, device: torch.device, window: int) -> Callable[[], None]:
+    """A call that runs window iterations of ReferenceGAN on 64 random in-memory pairs."""
+    images, masks = random_pairs(config, 64)
+    pairs = torch.cat([torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1,
+                       encode_mask(torch.from_numpy(masks), config.n_classes, config.mask_encoding)], 1)
+    torch.manual_seed(0)
+    reference = ReferenceGAN(config, pairs.to(device))
+
+    def plain() -> None:
+        with plain_backend():
+            for _ in range(window):
+                reference.iteration()
+
+    return plain
+
+
+def bench_gan_train(dataset: str, preset: str, device: torch.device, window: int, rounds: int, workdir: Path,
+                    ablate: bool = False) -> list[Record]:
+    """Iterations/s of pairgen.train against ReferenceGAN (module docstring); with `ablate`, also each
+    wgan_gp.OPTIONS switch (and bf16 autocast on CUDA) against the same code without it."""
+    from pairgen.wgan_gp import OPTIONS
+
+    config = bench_config(dataset, preset, device)
+    real = write_real_split(config, Path(workdir) / "real")
+    project = gan_project(config, real, window, workdir)
+    timings: Paired = paired_timing(project, gan_reference(config, device, window), rounds, device)
+    precision = "bf16" if device.type == "cuda" and config.amp else "fp32"
+    records = [make_record("gan-train", device, preset, timings, window, window, "it/s", gan_iteration_flops(config),
+                           device_peak(device, precision), "plain eager fp32 WGAN-GP (pairgen.reference)",
+                           dataset=dataset, batch_size=config.batch_size, precision=precision,
+                           penalty_bf16_rel_error=penalty_bf16_error(config, device),
+                           minutes_for_10k_iterations=10_000 * float(np.median(timings.project)) / window / 60)]
+    if ablate:
+        for name in ("fuse_real_fake", "one_generator_forward", "fused_adam"):
+            records.append(ablation("gan-train", device, preset, lambda: gan_project(config, real, window, workdir),
+                                    OPTIONS, name, rounds, window, "it/s"))
+        if device.type == "cuda":
+            fp32 = gan_project(dataclasses.replace(config, amp=False), real, window, workdir)
+            timings = paired_timing(project, fp32, rounds, device)
+            records.append(make_record("gan-train [amp]", device, preset, timings, window, window, "it/s", None,
+                                       (None, ""), "the same code in fp32", notes="ablation: ratio = with / without"))
+    return records
+
+
+def bench_export(dataset: str, preset: str, device: torch.device, n: int, n_reference: int, rounds: int,
+                 workdir: Path, block_size: int = 1024, samples_per_shard: int = 4096) -> Record:
+    """Samples/s of pairgen.export against a per-sample h5py loop (module docstring)."""
+    from pairgen.checkpoint import load_generator
+    from pairgen.export import export_source, load_source
+    from pairgen.train import train
+
+    config = bench_config(dataset, preset, device)
+    real = write_real_split(config, Path(workdir) / "real")
+    checkpoint = train(dataclasses.replace(config, iters=1), Path(workdir) / "gan", real, show_progress=False)
+    source = load_source(checkpoint, str(device))                       # exactly what `pairgen export` runs
+    plain_generator = load_generator(checkpoint, device)[0].eval()      # NCHW, as a first implementation has it
+    out, plain_path = Path(workdir) / "export", Path(workdir) / "plain.h5"
+
+    def project() -> float:
+        shutil.rmtree(out, ignore_errors=True)  # the previous round's shards (thesis: gigabytes), untimed
+        start = time.perf_counter()
+        export_source(source, out, n, block_size=block_size, samples_per_shard=samples_per_shard,
+                      show_progress=False)
+        return time.perf_counter() - start
+
+    def plain() -> float:
+        plain_path.unlink(missing_ok=True)
+        start = time.perf_counter()
+        with plain_backend():
+            reference_export(plain_generator, config, n_reference, plain_path)
+        return time.perf_counter() - start
+
+    export_source(source, Path(workdir) / "warmup", min(n, block_size), block_size=block_size,
+                  samples_per_shard=samples_per_shard, show_progress=False)   # kernel selection, allocator
+    timings = paired_timing(project, plain, rounds, device, warmup=0)
+    write_rates = _write_rates(config, min(n, samples_per_shard), Path(workdir))
+    per_sample = export_flops_per_sample(config)
+    rate = n / float(np.median(timings.project))
+    return make_record("export", device, preset, timings, n, n_reference, "samples/s", per_sample,
+                       # fp32 export; cuDNN runs its convolutions in TF32 (PyTorch's default)
+                       device_peak(device, "tf32" if device.type == "cuda" else "fp32"),
+                       "per-sample generator forward + h5py row writes",
+                       dataset=dataset, n=n, block_size=block_size, samples_per_shard=samples_per_shard,
+                       seconds_for_100k=100_000 / rate, **write_rates)
+
+
+def _write_rates(config: GANConfig, n: int, workdir: Path) -> dict[str, float]:
+    """Samples/s of shards.write_shard alone (one thread) for the mask filters lzf and none: is writing the
+    bottleneck, and what would dropping the filter buy?"""
+    images, masks = random_pairs(config, n)
+    arrays = {"images": images, "masks": masks, "sample_index": np.arange(n, dtype=np.int64),
+              "masks_raw": np.random.default_rng(0).uniform(-1, 1, masks.shape + (config.mask_channels,))
+              .astype(np.float16), "latents": np.zeros((n, config.z_dim), np.float32)}
+    attrs = {"kind": "synthetic", "dataset": config.dataset, "split": "synthetic", "fold": "fold1",
+             "class_names": list(config.class_names)}
+    rates = {}
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        for name, compression in (("lzf", "lzf"), ("none", None)):
+            start = time.perf_counter()
+            shards.write_shard(Path(tmp) / f"{name}.h5", arrays, attrs, compression=compression)
+            rates[f"write_only_{name}_samples_per_s"] = n / (time.perf_counter() - start)
+    return rates

@@ -1,0 +1,221 @@
+"""U-Net-training and data-pipeline workloads of scripts/bench.py: segbench's own code against plain references.
+
+unet-train   next(MixedBatches) + segbench.train.train_step (the functions the training loop runs: in-memory
+             sources, channels-last, fused Adam, bf16 autocast on CUDA) for `steps` steps of K + M = 8 pairs.
+             Reference: ReferenceUNet (the same layers, written plainly), NCHW float32, default Adam, batches
+             indexed from a float32 tensor. FLOPs: 3 × 2 × forward MACs per step (forward, input and weight
+             gradients).
+pipeline     batches of K real + M synthetic pairs as training tensors, from shard directories on disk: segbench
+             loads the shards once (reported as load_s) and then draws from memory (on the GPU when it fits);
+             the reference is the usual per-sample Dataset: one h5py row read per sample, then torch.stack.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pairgen import shards
+from pairgen.perf import Record, ablation, device_peak, forward_macs, make_record, paired_timing, plain_backend
+from pairgen.presets import WIDE_DATASETS, preset_values as gan_preset_values
+from pairgen.shards import ShardSet
+from segbench.mixing import MixedBatches, RealSource, ShardSynthSource
+from segbench.presets import SegConfig, make_config
+from segbench.unet import UNet, n_outputs_for
+
+N_CLASSES = {"scr-lung": 2, "cityscapes": 8, "camvid": 12}
+
+
+class ReferenceUNet(nn.Module):
+    """The U-Net of segbench.unet written plainly (same layers): B×C×H×W → B×n_out×H×W logits."""
+
+    def __init__(self, in_channels: int, n_outputs: int, depth: int, filters: int) -> None:
+        super().__init__()
+
+        def block(c_in: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(c_in, filters, 3, padding=1), nn.ReLU(),
+                                 nn.Conv2d(filters, filters, 3, padding=1), nn.ReLU())
+
+        self.down = nn.ModuleList(block(in_channels if i == 0 else filters) for i in range(depth))
+        self.middle = block(filters)
+        self.up = nn.ModuleList(block(2 * filters) for _ in range(depth))
+        self.head = nn.Conv2d(filters, n_outputs, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = F.avg_pool2d(x, 2)
+        x = self.middle(x)
+        for block in self.up:
+            x = block(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), skips.pop()], 1))
+        return self.head(x)
+
+
+def seg_setup(dataset: str, preset: str, device: torch.device) -> tuple[SegConfig, int, int, int, int]:
+    """(SegConfig, channels, n_classes, height, width) of a preset: the GAN preset's resolution."""
+    config = make_config(dataset, preset, device=str(device))
+    values = gan_preset_values(dataset, preset)
+    channels = 3 if dataset in WIDE_DATASETS else 1
+    return config, channels, N_CLASSES.get(dataset, 2), values["height"], values["width"]
+
+
+def unet_step_flops(config: SegConfig, channels: int, n_classes: int, height: int, width: int) -> float:
+    macs = forward_macs(lambda: UNet(channels, n_outputs_for(n_classes), config.depth, config.filters),
+                        (config.batch_size, channels, height, width))
+    return 2.0 * 3 * macs
+
+
+def random_shardset(kind: str, n: int, channels: int, n_classes: int, height: int, width: int,
+                    seed: int = 0) -> ShardSet:
+    rng = np.random.default_rng(seed)
+    return ShardSet(Path("."), {"kind": kind, "class_names": [f"c{i}" for i in range(n_classes)]},
+                    rng.integers(0, 256, (n, height, width, channels), dtype=np.uint8),
+                    rng.integers(0, n_classes, (n, height, width), dtype=np.uint8), np.arange(n, dtype=np.int64))
+
+
+def unet_project(config: SegConfig, real: ShardSet, synth: ShardSet, device: torch.device,
+                 steps: int) -> Callable[[], None]:
+    """A call that runs `steps` iterations of segbench's batch pipeline + train_step on a fresh model."""
+    from segbench.train import make_optimizer, prepare_model, train_step
+    from segbench.unet import build_unet
+
+    batches = MixedBatches(RealSource(real, device), ShardSynthSource(synth, device), config.real_per_batch,
+                           config.synth_per_batch, torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = prepare_model(build_unet(config, real.images.shape[3], len(real.class_names)), device)
+    optimizer = make_optimizer(model, config)
+
+    def project() -> None:
+        for _ in range(steps):
+            images, masks, _ = next(batches)
+            train_step(model, optimizer, images, masks, config.amp)
+
+    return project
+
+
+def unet_reference(config: SegConfig, real: ShardSet, synth: ShardSet, device: torch.device,
+                   steps: int) -> Callable[[], None]:
+    """A call that runs `steps` plain steps of ReferenceUNet on the same pairs, held as float32 tensors."""
+    images = torch.from_numpy(np.concatenate([real.images, synth.images])).permute(0, 3, 1, 2)
+    images = (images.float() / 127.5 - 1).to(device)
+    masks = torch.from_numpy(np.concatenate([real.masks, synth.masks])).long().to(device)
+    n_out = n_outputs_for(len(real.class_names))
+    torch.manual_seed(0)
+    reference = ReferenceUNet(images.shape[1], n_out, config.depth, config.filters).to(device)
+    optimizer = torch.optim.Adam(reference.parameters(), lr=config.lr, betas=config.betas)
+
+    def plain() -> None:
+        with plain_backend():
+            plain_steps()
+
+    def plain_steps() -> None:
+        for _ in range(steps):
+            index = torch.randint(len(images), (config.batch_size,), device=device)
+            logits, target = reference(images[index]), masks[index]
+            loss = (F.binary_cross_entropy_with_logits(logits[:, 0], (target > 0).float()) if n_out == 1
+                    else F.cross_entropy(logits, target))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    return plain
+
+
+def bench_unet_train(dataset: str, preset: str, device: torch.device, steps: int, rounds: int,
+                     ablate: bool = False) -> list[Record]:
+    """Iterations/s of segbench's training step against ReferenceUNet's plain step (module docstring); with
+    `ablate`, also each segbench.train.OPTIONS switch against the same code without it."""
+    from segbench.train import OPTIONS
+
+    config, channels, n_classes, height, width = seg_setup(dataset, preset, device)
+    real = random_shardset("real", 64, channels, n_classes, height, width, 0)
+    synth = random_shardset("synthetic", 64, channels, n_classes, height, width, 1)
+    timings = paired_timing(unet_project(config, real, synth, device, steps),
+                            unet_reference(config, real, synth, device, steps), rounds, device)
+    precision = "bf16" if device.type == "cuda" and config.amp else "fp32"
+    records = [make_record("unet-train", device, preset, timings, steps, steps, "it/s",
+                           unet_step_flops(config, channels, n_classes, height, width), device_peak(device, precision),
+                           "plain eager fp32 U-Net step (segbench.bench.ReferenceUNet)", dataset=dataset,
+                           batch_size=config.batch_size, depth=config.depth, filters=config.filters,
+                           resolution=f"{height}x{width}", precision=precision)]
+    if ablate:
+        for name in ("channels_last", "fused_adam"):
+            records.append(ablation(f"unet-train {dataset}", device, preset,
+                                    lambda: unet_project(config, real, synth, device, steps), OPTIONS, name, rounds,
+                                    steps, "it/s"))
+    return records
+
+
+def _write_split(directory: Path, shardset: ShardSet) -> Path:
+    attrs = {"kind": shardset.attrs["kind"], "dataset": "bench", "split": "train", "fold": "fold1",
+             "class_names": shardset.class_names}
+    arrays = {"images": shardset.images, "masks": shardset.masks, "sample_index": shardset.sample_index}
+    if attrs["kind"] == "synthetic":
+        arrays["masks_raw"] = np.zeros(shardset.masks.shape + (1,), np.float16)
+        arrays["latents"] = np.zeros((len(shardset), 8), np.float32)
+    directory.mkdir(parents=True, exist_ok=True)
+    shards.write_manifest(directory, attrs, [shards.write_shard(directory / "shard-00000.h5", arrays, attrs)])
+    return directory
+
+
+def bench_pipeline(dataset: str, preset: str, device: torch.device, n_batches: int, rounds: int,
+                   workdir: Path, aug: str = "thesis-lung") -> Record:
+    """Samples/s of MixedBatches over loaded shards against per-sample h5py reads (module docstring)."""
+    from segbench.augment import augment_batch, parse_spec
+
+    config, channels, n_classes, height, width = seg_setup(dataset, preset, device)
+    n = 512
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        real_dir = _write_split(Path(tmp) / "real", random_shardset("real", n, channels, n_classes, height, width))
+        synth_dir = _write_split(Path(tmp) / "synth",
+                                 random_shardset("synthetic", n, channels, n_classes, height, width, 1))
+        start = time.perf_counter()
+        real, synth = RealSource(shards.load_shards(real_dir), device), ShardSynthSource(
+            shards.load_shards(synth_dir), device)
+        load_s = time.perf_counter() - start
+        batches = MixedBatches(real, synth, config.real_per_batch, config.synth_per_batch,
+                               torch.Generator().manual_seed(0))
+
+        def project() -> None:
+            for _ in range(n_batches):
+                next(batches)
+
+        files = [h5py.File(real_dir / "shard-00000.h5", "r"), h5py.File(synth_dir / "shard-00000.h5", "r")]
+        rng = np.random.default_rng(0)
+        n_reference = max(1, n_batches // 10)
+
+        def plain() -> None:
+            for _ in range(n_reference):
+                items = []
+                for h5, count in ((files[0], config.real_per_batch), (files[1], config.synth_per_batch)):
+                    for i in rng.integers(0, n, count):
+                        image = torch.from_numpy(h5["images"][i]).permute(2, 0, 1).float() / 127.5 - 1
+                        items.append((image, torch.from_numpy(h5["masks"][i]).long()))
+                torch.stack([x for x, _ in items]).to(device), torch.stack([y for _, y in items]).to(device)
+
+        try:
+            timings = paired_timing(project, plain, rounds, device)
+        finally:
+            for h5 in files:
+                h5.close()
+        spec, generator = parse_spec(aug), torch.Generator(device=device).manual_seed(0)
+        start = time.perf_counter()
+        for _ in range(n_batches):
+            augment_batch(*next(batches)[:2], spec, generator)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        with_aug = n_batches * config.batch_size / (time.perf_counter() - start)
+    size = config.batch_size
+    return make_record("pipeline", device, preset, timings, n_batches * size, n_reference * size, "samples/s", None,
+                       (None, "no FLOPs counted"), "per-sample h5py reads + torch.stack", dataset=dataset,
+                       batch_size=size, load_s=load_s, **{f"with_aug_{aug}_samples_per_s": with_aug})
