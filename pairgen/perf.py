@@ -13,6 +13,7 @@ their own multipliers (the WGAN-GP penalty's double backward in pairgen.bench).
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import statistics
@@ -81,8 +82,11 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def cpu_matmul_peak_tflops(size: int = 1024, seconds: float = 1.0) -> float:
-    """Best float32 matmul rate (TFLOP/s) at the current thread count: the CPU's practical peak for this run."""
+@functools.lru_cache(maxsize=None)
+def cpu_matmul_peak_tflops(size: int = 1024, seconds: float = 2.0, threads: int = 0) -> float:
+    """Best float32 matmul rate (TFLOP/s) at the current thread count: the CPU's practical peak for this run
+    (measured once per process and thread count, so every record of a run shares it; `threads` keys the
+    cache). On a loaded machine this reads low and the fractions of peak read high."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     best, deadline = 0.0, time.perf_counter() + seconds
     torch.mm(a, b)
@@ -101,7 +105,8 @@ def device_peak(device: torch.device, precision: str) -> tuple[float | None, str
             if key in name:
                 return peaks[precision], f"{key} datasheet dense {precision}"
         return None, f"unknown ({name} not in the peak table)"
-    return cpu_matmul_peak_tflops(), f"measured fp32 matmul, {torch.get_num_threads()} thread(s)"
+    threads = torch.get_num_threads()
+    return cpu_matmul_peak_tflops(threads=threads), f"measured fp32 matmul, {threads} thread(s)"
 
 
 def machine(device: torch.device) -> str:
@@ -183,8 +188,11 @@ def make_record(workload: str, device: torch.device, preset: str, timings: Paire
     reference = units_reference / statistics.median(timings.reference)
     # median over rounds of the per-round rate ratio: each round times both sides back to back, so a load
     # change on a shared machine hits both alike (the calls may process different numbers of units)
-    ratio = statistics.median((units_project / p) / (units_reference / r)
-                              for p, r in zip(timings.project, timings.reference))
+    ratios = [(units_project / p) / (units_reference / r) for p, r in zip(timings.project, timings.reference)]
+    ratio = statistics.median(ratios)
+    # the spread of the per-round ratios (quartiles): how far load noise moves a single round
+    extra = {**extra, "ratio_quartiles": [round(q, 3) for q in statistics.quantiles(ratios, n=4)[::2]]
+             if len(ratios) > 1 else None, "rounds": len(ratios)}
     tflops = throughput * flops_per_unit / 1e12 if flops_per_unit else None
     fraction = tflops / peak[0] if tflops is not None and peak[0] else None
     return Record(workload, str(device), preset, throughput, unit, reference, ratio, tflops, peak[0], fraction,

@@ -8,10 +8,10 @@ The Wasserstein estimate reported is E[D(real)] - E[D(fake)], which should be po
 critic_step / generator_step are the two updates of algorithm 4; both refuse to step the optimiser when the loss
 or any gradient is non-finite, so a bad batch never touches the weights or Adam's moments.
 
-Speed (kept because scripts/bench.py measured it; docs in README "Performance"): a critic without batch norm
-scores real and fake in ONE forward (its samples are independent, so this is the same function, with half the
-kernel launches); the interpolates stay a separate forward, because their input-gradient pass would otherwise run
-over all 3B rows (1.5x the FLOPs, measured slower on CPU). `OPTIONS` switches these for ablations.
+Speed (README "Performance" has the scripts/bench.py figures): a critic without batch norm scores real and fake
+in ONE forward (its samples are independent, so this is the same function with half the kernel launches; measured
+1.01-1.13x); the interpolates stay a separate forward, because their input-gradient pass would otherwise run over
+all 3B rows (1.5x the FLOPs, measured 0.74-0.9x on CPU). `OPTIONS` switches these for ablations.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def _mkdir(path: Path) -> Path:
 
 
 HEADER = (f"{'workload':34s} {'preset':7s} {'device':7s} {'throughput':>16s} {'reference':>16s} {'ratio':>7s} "
-          f"{'TFLOP/s':>9s} {'of peak':>8s}")
+          f"{'(quartiles)':>13s} {'TFLOP/s':>9s} {'of peak':>8s}")
 
 
 def _num(value: float | None, digits: int = 1) -> str:
@@ -77,9 +77,11 @@ def format_row(record: Record) -> str:
     """One fixed-width line: workload, preset, device, throughput, reference, ratio, TFLOP/s, fraction of peak."""
     name = record.workload + (f" {record.extra['dataset']}" if record.workload == "unet-train" else "")
     fraction = "-" if record.fraction_of_peak is None else f"{100 * record.fraction_of_peak:.1f}%"
+    quartiles = record.extra.get("ratio_quartiles")
+    spread = f"({quartiles[0]:.2f}-{quartiles[1]:.2f})" if quartiles else "-"
     return (f"{name:34s} {record.preset:7s} {record.device:7s} {_num(record.throughput) + ' ' + record.unit:>16s} "
             f"{_num(record.reference_throughput):>16s} {_num(record.ratio_vs_reference, 2) + 'x':>7s} "
-            f"{_num(record.tflops, 4):>9s} {fraction:>8s}")
+            f"{spread:>13s} {_num(record.tflops, 4):>9s} {fraction:>8s}")
 
 
 def save_json(records: list[Record], path: Path) -> None:

@@ -84,6 +84,18 @@ def kill_after(process: Any, seconds: float) -> bool:
     return alive
 
 
+def kill_when(process: Any, condition: Callable[[], bool], timeout: float = 60.0) -> bool:
+    """SIGKILL a worker as soon as `condition()` holds (polled every 0.2 ms); True when it was killed, False when
+    it ended first."""
+    deadline = time.monotonic() + timeout
+    while process.is_alive() and not condition():
+        assert time.monotonic() < deadline, "the moment to kill never came"
+        time.sleep(0.0002)
+    alive = process.is_alive()
+    kill(process)
+    return alive
+
+
 def wait_for(condition: Callable[[], bool], process: Any, timeout: float = 60.0) -> None:
     """Poll until `condition()` holds; fail when the worker ended first or the time runs out."""
     deadline = time.monotonic() + timeout

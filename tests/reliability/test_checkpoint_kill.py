@@ -111,14 +111,34 @@ def check_checkpoints(run: Path, newest_before: int) -> int:
     return newest
 
 
+def kill_as_a_checkpoint_file_appears(real: Path, run: Path, stream) -> None:
+    """Kill training the instant the k-th new checkpoint file (temp or final name) shows up: a save that wrote
+    under the final name would leave a torn checkpoint there."""
+    def names() -> set[str]:
+        directory = run / ckpt.CHECKPOINT_DIR
+        return {p.name for p in directory.glob("*ckpt-*")} if directory.is_dir() else set()
+
+    k, before, seen = stream.randint(1, 3), names(), set()
+
+    def kth_file_appeared() -> bool:
+        seen.update(names() - before)
+        return len(seen) >= k
+
+    process, _ = faults.start(train_with_slow_saves, real, run)
+    faults.kill_when(process, kth_file_appeared)
+
+
 def kill_loop(real: Path, run: Path, straight, rounds: int, stream) -> int:
-    """Kill `rounds` training workers at random moments, check after each, then resume to the end in-process.
-    Returns how many kills left a temp file behind (a kill inside a save)."""
+    """Kill `rounds` training workers at random moments and `rounds` more as a checkpoint file appears, check after
+    each, then resume to the end in-process. Returns how many kills left a temp file (a kill inside a save)."""
     seconds = faults.timed(train_with_slow_saves, real, run.parent / "timing")
     newest, inside_save = 0, 0
-    for _ in range(rounds):
-        process, _ = faults.start(train_with_slow_saves, real, run)
-        faults.kill_after(process, stream.uniform(0, seconds))
+    for round_ in range(2 * rounds):
+        if round_ % 2:
+            kill_as_a_checkpoint_file_appears(real, run, stream)
+        else:
+            process, _ = faults.start(train_with_slow_saves, real, run)
+            faults.kill_after(process, stream.uniform(0, seconds))
         inside_save += bool(faults.temp_files(run))
         newest = check_checkpoints(run, newest)
     train(config(), run, real, resume=ckpt.newest_checkpoint(run) is not None, show_progress=False)
@@ -132,7 +152,7 @@ def kill_loop(real: Path, run: Path, straight, rounds: int, stream) -> int:
 
 
 def test_sigkill_at_random_moments_keeps_newest_checkpoint(real: Path, straight, tmp_path: Path) -> None:
-    kill_loop(real, tmp_path / "run", straight, rounds=3, stream=faults.rng("checkpoint-kill"))
+    kill_loop(real, tmp_path / "run", straight, rounds=2, stream=faults.rng("checkpoint-kill"))
 
 
 def test_kill_at_half_then_resume_gives_identical_losses(real: Path, straight, tmp_path: Path) -> None:
@@ -184,5 +204,5 @@ def test_old_checkpoint_is_pruned_only_after_the_new_one_is_complete(real: Path,
 
 @pytest.mark.slow
 def test_many_random_kills(real: Path, straight, tmp_path: Path) -> None:
-    inside_save = kill_loop(real, tmp_path / "run", straight, rounds=30, stream=faults.rng("checkpoint-kill-many"))
+    inside_save = kill_loop(real, tmp_path / "run", straight, rounds=20, stream=faults.rng("checkpoint-kill-many"))
     assert inside_save >= 1, "no kill landed inside a checkpoint save; widen the save window"

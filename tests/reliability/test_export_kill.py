@@ -95,11 +95,33 @@ def kill_and_resume(ckpt: Path, out: Path, expected: dict[str, str], seconds: fl
     check_complete(out, expected, kept)
 
 
+def kill_as_a_shard_file_appears(ckpt: Path, out: Path, expected: dict[str, str], stream) -> dict[str, bytes]:
+    """Kill the export the instant its k-th shard file (temp or final name, k random) shows up: a writer that
+    wrote under the final name would be caught with a partial file there."""
+    def names() -> set[str]:
+        return {p.name for p in out.glob("*shard-*")} if out.is_dir() else set()
+
+    k, before, seen = stream.randint(1, 4), names(), set()
+
+    def kth_file_appeared() -> bool:
+        seen.update(names() - before)
+        return len(seen) >= k
+
+    process, _ = faults.start(run_export, ckpt, out, out.is_dir())
+    faults.kill_when(process, kth_file_appeared)
+    return check_after_kill(out, expected)
+
+
 def test_sigkill_at_random_moments_then_resume(ckpt: Path, reference, tmp_path: Path) -> None:
     expected, seconds = reference
     stream = faults.rng("export-kill")
     for round_, target in enumerate((run_export, run_export_slow_fsync)):
         kill_and_resume(ckpt, tmp_path / f"e{round_}", expected, seconds, stream, target)
+    out, kept = tmp_path / "at-write", {}
+    for _ in range(3):
+        kept.update(kill_as_a_shard_file_appears(ckpt, out, expected, stream))
+    run_export(ckpt, out, resume=True)
+    check_complete(out, expected, kept)
 
 
 def test_one_rank_of_two_killed_then_resume(ckpt: Path, reference, tmp_path: Path) -> None:
@@ -125,6 +147,11 @@ def test_many_random_kills(ckpt: Path, reference, tmp_path: Path) -> None:
     for round_ in range(30):
         target = run_export if round_ % 2 else run_export_slow_fsync
         kill_and_resume(ckpt, tmp_path / f"e{round_}", expected, seconds, stream, target)
+    out, kept = tmp_path / "at-write", {}
+    for _ in range(20):
+        kept.update(kill_as_a_shard_file_appears(ckpt, out, expected, stream))
+    run_export(ckpt, out, resume=True)
+    check_complete(out, expected, kept)
 
 
 @pytest.mark.slow
