@@ -40,6 +40,7 @@ from pairgen.errors import UserError, writing
 from pairgen.networks import build_critic, build_generator
 from pairgen.pairdata import EpochSampler, PairData
 from pairgen.presets import GANConfig, validate
+from pairgen.shards import atomic_write_bytes
 from pairgen.sheets import sample_sheet
 from pairgen.wgan_gp import OPTIONS, critic_step, generator_step, make_fakes
 
@@ -85,6 +86,22 @@ def _check_resumable(saved: GANConfig, config: GANConfig, path: Path) -> None:
 def _append_log(path: Path, record: dict[str, Any]) -> None:
     with writing(path), open(path, "a") as handle:
         handle.write(json.dumps(record) + "\n")
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop records after `step` (logged by a run that died after its last checkpoint): a resume logs them again."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+        except ValueError:  # a line torn by the kill
+            continue
+        if record.get("step", 0) <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    with writing(path):
+        atomic_write_bytes(path, "".join(kept).encode())
 
 
 @torch.no_grad()
@@ -152,6 +169,7 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
         sampler.load(state["data_order"], last_good)
         _restore_rank_rng(state, rank, world, config.seed)
         if rank == 0:
+            _trim_log(log_path, step)
             _append_log(log_path, {"event": "resume", "step": step, "checkpoint": last_good.name})
     elif last_good is not None:
         raise UserError(f"{run_dir}: already holds checkpoints; resume it or train into a new run directory")

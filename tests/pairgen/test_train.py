@@ -194,3 +194,15 @@ def test_pair_sheet_layout(tmp_path: Path, raw_channels) -> None:
         pixels = np.asarray(sheet)
     np.testing.assert_array_equal(pixels[:12, :20], images[0])          # first panel is the image itself
     assert [p.name for p in tmp_path.iterdir()] == ["sheet.png"]        # no temp file left behind
+
+
+def test_resume_drops_log_records_after_the_checkpoint(tmp_path: Path, real: Path) -> None:
+    """A run that died after its last checkpoint logged ticks the resume will log again: no step twice."""
+    config = small_config(tick_every=1, sample_every=100, checkpoint_every=2)
+    run = tmp_path / "run"
+    train(dataclasses.replace(config, iters=3), run, real, show_progress=False)
+    (run / "checkpoints" / "ckpt-0000003.pt").unlink()   # as if killed before the step-3 checkpoint
+    with open(run / "log.jsonl", "a") as handle:
+        handle.write('{"event": "tick", "st')            # and mid-write
+    train(dataclasses.replace(config, iters=5), run, real, resume=True, show_progress=False)
+    assert [t["step"] for t in ticks(run)] == [1, 2, 3, 4, 5]
