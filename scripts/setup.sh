@@ -8,12 +8,16 @@ extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 py=.venv/bin/python
+quiet() {  # pip prints one harmless warning per missing local index folder on these machines; keep real output
+  "$@" 2>&1 | { grep -v -E "^WARNING: Location .* is ignored" || true; }
+  return "${PIPESTATUS[0]}"
+}
 if ! "$py" -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1; then
-    "$py" -m pip install -q "torch>=2.6"
+    quiet "$py" -m pip install -q "torch>=2.6"
   else
-    "$py" -m pip install -q "torch==2.13.0"
+    quiet "$py" -m pip install -q "torch==2.13.0"
   fi
 fi
-"$py" -m pip install -q -e ".${extras}" 2>&1 | grep -v -E "^WARNING: Location .* is ignored" || true
+quiet "$py" -m pip install -q -e ".${extras}"
 "$py" -c "import pairgen, segbench, torch; print('installed: torch', torch.__version__)"
