@@ -200,7 +200,7 @@ def export_source(source: Source, out: Path, n: int, seed: int = 0, block_size: 
         out.mkdir(parents=True, exist_ok=True)
         _prepare(out, resume, overwrite, rank, world_size)
 
-    config, meta = source.config, source.meta
+    meta = source.meta
     class_names = list(meta["class_names"])
     stamp = {"kind": "synthetic", "dataset": meta["dataset"], "split": "synthetic", "fold": meta["fold_id"],
              "class_names": class_names, "generator_sha256": meta["sha256"], "trained_dataset": meta["dataset"],

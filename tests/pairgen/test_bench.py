@@ -17,14 +17,6 @@ from segbench.bench import ReferenceUNet
 from segbench.unet import UNet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def hand_config():
     """z 3 → FC 4×2×2 → ConvT 4→2 (4×4) → ConvT 2→2 (8×8); critic Conv 2→2 (4×4) → Conv 2→4 (2×2) → FC 16→1."""
     return make_config("scr-lung", "tiny", class_names=("bg", "fg"), height=8, width=8, z_dim=3, g_channels=(4, 2),

@@ -21,15 +21,6 @@ CONFIG = make_config("scr-lung", "tiny", class_names=("background", "left lung")
                      d_channels=(4, 8, 16), z_dim=8, keep_checkpoints=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These nets are tiny: intra-op threads only add synchronisation (10×+ slower on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_state(step: int, config=CONFIG) -> dict:
     torch.manual_seed(step)
     generator, critic = build_generator(config), build_critic(config)

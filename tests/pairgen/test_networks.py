@@ -13,15 +13,6 @@ KINDS = {"scr-lung": ("background", "left lung"), "cityscapes": tuple(f"class{i}
 CHANNELS = {"scr-lung": 1, "cityscapes": 3}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These nets are tiny: intra-op threads only add synchronisation (10×+ slower on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def config_for(dataset: str, preset: str, encoding: str, **extra):
     return make_config(dataset, preset, class_names=KINDS[dataset], image_channels=CHANNELS[dataset],
                        mask_encoding=encoding, **extra)

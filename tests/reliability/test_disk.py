@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import typer
 from rich.console import Console
 
@@ -32,14 +31,6 @@ from tests.reliability import faults
 
 REASONS = {"tmpfs": "No space left on device", "rlimit": "File too large"}
 READ_ONLY_REASONS = ("Read-only file system", "Permission denied")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -13,16 +13,6 @@ from pairgen.shards import ShardSet
 from segbench.mixing import MixedBatches, RealSource, ShardSynthSource, uint8_to_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads cost more than they save, and spin-waiting threads crawl when the test
-    machine is busy with other processes (seen: 6× slower with 2 threads on a loaded 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def index_shardset(n: int, kind: str, offset: int = 0, size: int = 8) -> ShardSet:
     """Sample i's image is filled with the value offset + i and its mask with i % 2, so batches reveal indices."""
     values = np.arange(n, dtype=np.uint8) + offset

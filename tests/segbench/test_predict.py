@@ -15,16 +15,6 @@ from segbench.predict import load_weights, predict_folder, predict_logits, save_
 from segbench.unet import UNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads cost more than they save, and spin-waiting threads crawl when the test
-    machine is busy with other processes (seen: 6× slower with 2 threads on a loaded 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_run(run_dir: Path, foreground: bool | None = None, in_channels: int = 1, n_classes: int = 2) -> Path:
     """A run dir with weights.pt of a 32×32 U-Net; foreground True/False forces every pixel's decision."""
     torch.manual_seed(0)

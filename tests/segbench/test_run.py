@@ -22,16 +22,6 @@ DATASET = "test-discs"
 CLASSES = ("background", "left lung")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads cost more than they save, and spin-waiting threads crawl when the test
-    machine is busy with other processes (seen: 6× slower with 2 threads on a loaded 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_synthetic_export(directory: Path, n: int = 16, size: int = 32, trained_fold: str | None = "fold1",
                           trained_dataset: str | None = DATASET, class_names=CLASSES, seed: int = 5) -> Path:
     """A synthetic shard directory as `pairgen export` writes it (discs, like the real fixture)."""

@@ -20,16 +20,6 @@ from segbench.unet import build_unet
 from tests.fixtures import make_real_split
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads cost more than they save, and spin-waiting threads crawl when the test
-    machine is busy with other processes (seen: 6× slower with 2 threads on a loaded 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------------------------------------ early stopping
 
 

@@ -12,16 +12,6 @@ from segbench.presets import make_config
 from segbench.unet import UNet, build_unet, n_outputs_for
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads cost more than they save, and spin-waiting threads crawl when the test
-    machine is busy with other processes (seen: 6× slower with 2 threads on a loaded 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def conv_layers(model: nn.Module) -> list[nn.Conv2d]:
     return [m for m in model.modules() if isinstance(m, nn.Conv2d)]
 
