@@ -71,7 +71,8 @@ def report(
     """Thesis-style tables (tables 5.2 / 5.4) with bootstrap CIs and paired Wilcoxon tests; figures."""
     from segbench.report import parse_comparisons, report as make_report
 
-    make_report(runs, out, parse_comparisons(compare or []), console=console)
+    # no --compare: None, so report() runs its default comparisons (each configuration vs its baseline)
+    make_report(runs, out, parse_comparisons(compare) if compare else None, console=console)
 
 
 @app.command()
