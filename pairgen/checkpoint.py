@@ -142,6 +142,17 @@ def checkpoint_config(state: dict[str, Any], path: Path) -> GANConfig:
         raise UserError(f"{path}: checkpoint holds an invalid config ({exc})") from None
 
 
+def checkpoint_file(path: Path) -> Path:
+    """A checkpoint file as given, or the newest checkpoint of a GAN run directory."""
+    path = Path(path)
+    if path.is_dir():
+        found = newest_checkpoint(path)
+        if found is None:
+            raise UserError(f"{path}: holds no checkpoints/ckpt-*.pt")
+        path = found
+    return path
+
+
 def load_generator(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, GANConfig, dict[str, Any]]:
     """(generator in eval mode on `device`, its GANConfig, meta) from a checkpoint file.
 
@@ -152,12 +163,7 @@ def load_generator(path: Path, device: str | torch.device = "cpu") -> tuple[nn.M
     from pairgen.devices import resolve_device
     from pairgen.networks import build_generator  # lazy: keeps `import pairgen.checkpoint` light
 
-    path = Path(path)
-    if path.is_dir():
-        found = newest_checkpoint(path)
-        if found is None:
-            raise UserError(f"{path}: holds no checkpoints/ckpt-*.pt")
-        path = found
+    path = checkpoint_file(path)
     state = load_checkpoint(path)
     config = checkpoint_config(state, path)
     try:

@@ -69,13 +69,9 @@ def _shard_facts(directory: Path) -> dict[str, Any]:
 
 def _checkpoint_facts(path: Path) -> tuple[Path, Any, dict[str, Any]]:
     """(checkpoint file, GANConfig, {'dataset', 'fold_id'}) of a checkpoint file or GAN run directory."""
-    from pairgen.checkpoint import checkpoint_config, load_checkpoint, newest_checkpoint
+    from pairgen.checkpoint import checkpoint_config, checkpoint_file, load_checkpoint
 
-    if path.is_dir():
-        found = newest_checkpoint(path)
-        if found is None:
-            raise UserError(f"--checkpoint {path}: holds no checkpoints/ckpt-*.pt")
-        path = found
+    path = checkpoint_file(path)
     state = load_checkpoint(path)
     return path, checkpoint_config(state, path), {"dataset": state["dataset"], "fold_id": state["fold_id"]}
 

@@ -47,9 +47,18 @@ class DatasetAdapter:
         """Index = class id in the masks; index 0 is background (or 'void')."""
         raise NotImplementedError
 
-    def cases(self) -> list[Case]:
-        """All cases found below the root, sorted by case_id. Raises UserError if none are found."""
+    def scan(self) -> tuple[list[Case], list[str], list[str]]:
+        """(cases sorted by case_id, errors, warnings): every problem of the tree, for `prepare --check`."""
         raise NotImplementedError
+
+    def cases(self) -> list[Case]:
+        """All cases found below the root, sorted by case_id. Raises UserError (the first problem) otherwise."""
+        from pairgen.datasets.imageio import first_problem
+
+        cases, errors, _ = self.scan()
+        if errors:
+            raise first_problem(errors, self.name)
+        return cases
 
 
 REGISTRY: dict[str, type[DatasetAdapter]] = {}

@@ -18,7 +18,7 @@ import numpy as np
 
 from pairgen.datasets.base import Case, DatasetAdapter, Sample, register
 from pairgen.datasets.cityscapes import CATEGORIES
-from pairgen.datasets.imageio import check_values, find_dirs, first_problem, read_image, read_label_image, require_root
+from pairgen.datasets.imageio import check_values, find_dirs, read_image, read_label_image, require_root
 from pairgen.errors import UserError
 
 NATIVE_CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
@@ -135,9 +135,3 @@ class CamVid(DatasetAdapter):
         if not cases and not errors:
             errors.append(f"{base}: no frames found; expected {EXPECTED}")
         return [cases[k] for k in sorted(cases)], errors, warnings
-
-    def cases(self) -> list[Case]:
-        cases, errors, _ = self.scan()
-        if errors:
-            raise first_problem(errors, self.name)
-        return cases

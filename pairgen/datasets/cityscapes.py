@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pairgen.datasets.base import Case, DatasetAdapter, Sample, register
-from pairgen.datasets.imageio import check_values, find_dirs, first_problem, read_image, read_label_image
+from pairgen.datasets.imageio import check_values, find_dirs, read_image, read_label_image
 from pairgen.errors import UserError
 
 ENV_VAR = "CITYSCAPES_DATASET"
@@ -133,9 +133,3 @@ class Cityscapes(DatasetAdapter):
         if not cases and not errors:
             errors.append(f"{base}: no frames found; expected {EXPECTED}")
         return sorted(cases, key=lambda c: c.case_id), errors, warnings
-
-    def cases(self) -> list[Case]:
-        cases, errors, _ = self.scan()
-        if errors:
-            raise first_problem(errors, self.name)
-        return cases

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pairgen.datasets.base import Case, DatasetAdapter, Sample, register
-from pairgen.datasets.imageio import (check_values, find_dirs, first_problem, image_mode, read_image,
+from pairgen.datasets.imageio import (check_values, find_dirs, image_mode, read_image,
                                       read_label_image, require_root)
 from pairgen.errors import UserError
 
@@ -112,9 +112,3 @@ class Folder(DatasetAdapter):
                                                    len(self._classes))))
         warnings = [f"{path}: mask without an image in {image_dir}" for s, path in masks.items() if s not in images]
         return sorted(cases, key=lambda c: c.case_id), errors, warnings
-
-    def cases(self) -> list[Case]:
-        cases, errors, _ = self.scan()
-        if errors:
-            raise first_problem(errors, self.name)
-        return cases

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pairgen.datasets.base import Case, DatasetAdapter, Sample, register
-from pairgen.datasets.imageio import (check_values, files_below, first_problem, read_image, read_jsrt_raw,
+from pairgen.datasets.imageio import (check_values, files_below, read_image, read_jsrt_raw,
                                       read_label_image, require_root)
 from pairgen.errors import UserError
 
@@ -173,9 +173,3 @@ class ScrLung(DatasetAdapter):
                 if case not in images:
                     warnings.append(f"{mask_path}: mask without an image {case}.IMG/.png below {self.root}")
         return cases, errors, warnings
-
-    def cases(self) -> list[Case]:
-        cases, errors, _ = self.scan()
-        if errors:
-            raise first_problem(errors, self.name)
-        return cases
