@@ -112,16 +112,23 @@ def kill_as_a_shard_file_appears(ckpt: Path, out: Path, expected: dict[str, str]
     return check_after_kill(out, expected)
 
 
-def test_sigkill_at_random_moments_then_resume(ckpt: Path, reference, tmp_path: Path) -> None:
+def kill_rounds(ckpt: Path, reference, tmp_path: Path, stream_name: str, rounds: int, write_kills: int) -> None:
+    """`rounds` kill+resume cycles at random moments (alternating plain / slow-fsync exports), then
+    `write_kills` kills of one directory just as a shard file appears, then one resume that must finish it."""
     expected, seconds = reference
-    stream = faults.rng("export-kill")
-    for round_, target in enumerate((run_export, run_export_slow_fsync)):
+    stream = faults.rng(stream_name)
+    for round_ in range(rounds):
+        target = run_export_slow_fsync if round_ % 2 else run_export
         kill_and_resume(ckpt, tmp_path / f"e{round_}", expected, seconds, stream, target)
     out, kept = tmp_path / "at-write", {}
-    for _ in range(3):
+    for _ in range(write_kills):
         kept.update(kill_as_a_shard_file_appears(ckpt, out, expected, stream))
     run_export(ckpt, out, resume=True)
     check_complete(out, expected, kept)
+
+
+def test_sigkill_at_random_moments_then_resume(ckpt: Path, reference, tmp_path: Path) -> None:
+    kill_rounds(ckpt, reference, tmp_path, "export-kill", rounds=2, write_kills=3)
 
 
 def test_one_rank_of_two_killed_then_resume(ckpt: Path, reference, tmp_path: Path) -> None:
@@ -142,16 +149,7 @@ def test_one_rank_of_two_killed_then_resume(ckpt: Path, reference, tmp_path: Pat
 
 @pytest.mark.slow
 def test_many_random_kills(ckpt: Path, reference, tmp_path: Path) -> None:
-    expected, seconds = reference
-    stream = faults.rng("export-kill-many")
-    for round_ in range(30):
-        target = run_export if round_ % 2 else run_export_slow_fsync
-        kill_and_resume(ckpt, tmp_path / f"e{round_}", expected, seconds, stream, target)
-    out, kept = tmp_path / "at-write", {}
-    for _ in range(20):
-        kept.update(kill_as_a_shard_file_appears(ckpt, out, expected, stream))
-    run_export(ckpt, out, resume=True)
-    check_complete(out, expected, kept)
+    kill_rounds(ckpt, reference, tmp_path, "export-kill-many", rounds=30, write_kills=20)
 
 
 @pytest.mark.slow
