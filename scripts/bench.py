@@ -38,8 +38,10 @@ def main() -> None:
     print(HEADER, flush=True)
     records = []
     for preset in presets:
+        earlier = list(records)  # saved after every record: a timeout must not lose the figures measured so far
         records += run_suite(device, preset, args.dataset, tuple(args.workload or WORKLOADS), args.ablate,
-                             echo=lambda line: print(line, flush=True))
+                             echo=lambda line: print(line, flush=True),
+                             on_record=lambda so_far, earlier=earlier: save_json(earlier + so_far, args.json))
     save_json(records, args.json)
     print(f"machine: {records[0].machine if records else '-'}\nrecords: {args.json}")
 

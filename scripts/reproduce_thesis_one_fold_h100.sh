@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Issue 4, one SCR fold of table 5.2 in about 10 minutes of a single H100 (an estimate, not yet measured).
+# Issue 4, one SCR fold of table 5.2 in about 10-12 minutes of a single H100/H200 (GAN stage measured on an H200:
+# ~6 it/s; the U-Nets not yet run).
 # Everything is defined in manifests/experiments/gpu/table5_2-scr-fold1-h100.toml; what it keeps and cuts:
 #   kept: 256x256, the thesis networks (tables 4.1 GAN, 4.2 U-Net: depth 3, 64 filters), WGAN-GP settings,
 #         batch 16, the six configurations, the thesis-lung augmentation, evaluation at 1024x1024.
@@ -10,4 +11,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SCR_ROOT="${SCR_ROOT:-../shared/data/scr-lung}"
 export PAIRGEN_WORKSPACE="${PAIRGEN_WORKSPACE:-workspace}"
-.venv/bin/segbench sweep manifests/experiments/gpu/table5_2-scr-fold1-h100.toml --root "$SCR_ROOT" --jobs 1
+SB=.venv/bin/segbench
+[ -x "$SB" ] || SB="python3 -m segbench"   # a GPU image whose python3 already holds torch, h5py, typer, rich
+$SB sweep manifests/experiments/gpu/table5_2-scr-fold1-h100.toml --root "$SCR_ROOT" --jobs "${JOBS:-1}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,10 @@ WORKLOADS = ("gan-train", "export", "unet-train", "pipeline")
 
 
 def run_suite(device: torch.device, preset: str, dataset: str = "scr-lung", workloads: tuple[str, ...] = WORKLOADS,
-              ablate: bool = False, workdir: Path | None = None, echo: Any = print) -> list[Record]:
-    """Run the chosen workloads at `preset` on `device`; `echo` gets one line per finished record."""
+              ablate: bool = False, workdir: Path | None = None, echo: Any = print,
+              on_record: Any = None) -> list[Record]:
+    """Run the chosen workloads at `preset` on `device`; `echo` gets one line per finished record and
+    `on_record` (if given) the list of records so far, so a caller can save them before a time limit strikes."""
     from pairgen.bench import bench_export, bench_gan_train
     from segbench.bench import bench_pipeline, bench_unet_train
 
@@ -41,22 +44,40 @@ def run_suite(device: torch.device, preset: str, dataset: str = "scr-lung", work
     with tempfile.TemporaryDirectory(prefix="pairgen-bench-", dir=workdir) as tmp:
         work = Path(tmp)
 
-        def add(new: list[Record]) -> None:
-            for record in new:
+        def add(measure: Any) -> None:
+            # One failing workload (a CUDA-only path, say) must not cost the others' figures on a rented GPU:
+            # print its traceback, record nothing for it, go on. The caller sees the failure in the output.
+            try:
+                new = measure()
+            except Exception:  # noqa: BLE001 - reported in full below, never swallowed silently
+                traceback.print_exc()
+                echo(f"FAILED: {measure.__name__} ({preset}, {device})")
+                return
+            for record in new if isinstance(new, list) else [new]:
                 records.append(record)
                 echo(format_row(record))
+            if on_record is not None:
+                on_record(list(records))
 
         if "gan-train" in workloads:
-            add(bench_gan_train(dataset, preset, device, *sizes["gan"], work / "gan", ablate=ablate))
+            def gan_train() -> list[Record]:
+                return bench_gan_train(dataset, preset, device, *sizes["gan"], work / "gan", ablate=ablate)
+            add(gan_train)
         if "export" in workloads:
-            n, n_ref, rounds, per_shard = sizes["export"]
-            add([bench_export(dataset, preset, device, n, n_ref, rounds, _mkdir(work / "export"),
-                              samples_per_shard=per_shard)])
+            def export() -> Record:
+                n, n_ref, rounds, per_shard = sizes["export"]
+                return bench_export(dataset, preset, device, n, n_ref, rounds, _mkdir(work / "export"),
+                                    samples_per_shard=per_shard)
+            add(export)
         if "unet-train" in workloads:
             for name in ([dataset, "cityscapes"] if preset == "thesis" and dataset != "cityscapes" else [dataset]):
-                add(bench_unet_train(name, preset, device, *sizes["unet"], ablate=ablate))
+                def unet_train(name: str = name) -> list[Record]:
+                    return bench_unet_train(name, preset, device, *sizes["unet"], ablate=ablate)
+                add(unet_train)
         if "pipeline" in workloads:
-            add([bench_pipeline(dataset, preset, device, *sizes["pipeline"], _mkdir(work / "pipeline"))])
+            def pipeline() -> Record:
+                return bench_pipeline(dataset, preset, device, *sizes["pipeline"], _mkdir(work / "pipeline"))
+            add(pipeline)
     return records
 
 

@@ -292,7 +292,8 @@ def _run_parallel(jobs: int, work: list[tuple[Task, Any]], run_fn: Callable, ws:
     devices = context.Queue()
     for i in range(jobs):
         devices.put(f"cuda:{i % gpus}" if gpus else None)
-    threads = None if gpus else max(1, (os.cpu_count() or 1) // jobs)
+    # the CPU share matters on GPUs too: evaluation (upsampling, distances) runs on the CPU cores
+    threads = max(1, (os.cpu_count() or 1) // jobs)
     failures = []
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(devices, threads)) as pool:
         futures = {pool.submit(_work, run_fn, config.to_json(), str(ws), str(t.run_dir), t.run_dir.exists()): t

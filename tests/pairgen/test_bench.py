@@ -117,3 +117,14 @@ def test_paired_timing_and_record() -> None:
     assert record.tflops == pytest.approx(10 / 1.5) and record.fraction_of_peak == pytest.approx(10 / 1.5 / 20)
     assert {"workload", "device", "preset", "throughput", "unit", "reference_throughput", "ratio_vs_reference",
             "tflops"} <= set(record.to_json())
+
+
+def test_profile_gan_reports_phases_and_operators() -> None:
+    from pairgen.bench import profile_gan
+
+    text = profile_gan("scr-lung", "tiny", torch.device("cpu"), iters=1, rows=5)
+    phases = {line.split()[0]: float(line.split("ms/it")[1].split("%")[0]) for line in text.splitlines()
+              if "ms/it" in line}
+    assert set(phases) == {"fakes", "critic", "generator"}
+    assert abs(sum(phases.values()) - 100.0) < 0.5          # the phases partition the iteration
+    assert "convolution" in text                             # the operator table is there
