@@ -151,6 +151,12 @@ def bench_gan_train(dataset: str, preset: str, device: torch.device, window: int
         for name in ("fuse_real_fake", "one_generator_forward", "fused_adam"):
             records.append(ablation("gan-train", device, preset, lambda: gan_project(config, real, window, workdir),
                                     OPTIONS, name, rounds, window, "it/s"))
+        # torch.func + torch.compile critic step (pairgen.compiled); compiling falls in the untimed first tick
+        compiled = gan_project(dataclasses.replace(config, compile=True), real, window, workdir)
+        timings = paired_timing(compiled, project, rounds, device)
+        records.append(make_record("gan-train [compile]", device, preset, timings, window, window, "it/s", None,
+                                   (None, ""), "the same code, eager critic step",
+                                   notes="ablation: ratio = with / without"))
         if device.type == "cuda":
             fp32 = gan_project(dataclasses.replace(config, amp=False), real, window, workdir)
             timings = paired_timing(project, fp32, rounds, device)

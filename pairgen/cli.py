@@ -76,6 +76,8 @@ def train(
     train_fraction: Optional[float] = typer.Option(None, "--train-fraction", help="Low-data: fraction of train."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
+    compile: bool = typer.Option(False, "--compile", help="Critic step through torch.func + torch.compile "
+                                 "(compiles for a minute first; layer-norm critics only)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory from its newest checkpoint."),
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
@@ -88,7 +90,7 @@ def train(
     config = make_config(dataset, preset, root=str(root) if root else None, fold=fold, iters=iters,
                          batch_size=batch_size, mask_encoding=mask_encoding, critic_norm=critic_norm,
                          structures=_structures(structures) or None, train_fraction=train_fraction,
-                         seed=seed, device=device)
+                         seed=seed, device=device, compile=compile or None)
     run_dir = launch(config, workspace_root(workspace), resume)  # joins torchrun's process group, if any
     if distributed.is_rank0():
         console.print(f"[green]✓[/] GAN run in {run_dir}")
@@ -130,6 +132,8 @@ def export(
     device: str = typer.Option("auto", "--device"),
     resume: bool = typer.Option(False, "--resume", help="Finish an interrupted export into --out."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export in --out."),
+    writers: Optional[int] = typer.Option(None, "--writers", help="Shard compression threads per process "
+                                          "(default: free cores, at most 8); the files do not depend on it."),
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Sample N pairs from a trained generator into synthetic shards + manifest.json."""
@@ -142,7 +146,8 @@ def export(
     path = resolve_checkpoint(ws, checkpoint, dataset)
     target = out if out is not None else distributed.on_rank0(lambda: default_export_dir(ws, path, resume=resume))
     result = run_export(path, target, n, seed=seed, block_size=block_size, samples_per_shard=samples_per_shard,
-                        device=device, resume=resume, overwrite=overwrite, rank=rank, world_size=world)
+                        device=device, resume=resume, overwrite=overwrite, rank=rank, world_size=world,
+                        writers=writers)
     if rank == 0:
         console.print(f"[green]✓[/] {n} synthetic pairs in {result}")
     distributed.cleanup()

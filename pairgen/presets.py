@@ -57,6 +57,7 @@ class GANConfig:
     seed: int = 0
     device: str = "auto"                 # 'auto' | 'cpu' | 'cuda' | 'cuda:N'
     amp: bool = True                     # bf16 autocast on CUDA (ignored on CPU)
+    compile: bool = False                # critic step through torch.func + torch.compile (pairgen.compiled)
     train_fraction: float = 1.0          # low-data experiments: use this seeded fraction of the training split
 
     @property
@@ -151,6 +152,8 @@ def validate(config: GANConfig) -> None:
     for side, name in ((config.height, "height"), (config.width, "width")):
         if side % (1 << stages) or side >> stages < 1:
             raise UserError(f"{name} {side} must be a multiple of {1 << stages} for {stages} generator stages")
+    if config.compile and config.critic_norm == "batch":
+        raise UserError("--compile needs a critic without batch norm (--critic-norm layer or none)")
     if config.iters < 1 or config.batch_size < 1 or config.critic_steps < 1:
         raise UserError("--iters, --batch-size and critic steps must be positive")
     if not 0.0 < config.train_fraction <= 1.0:

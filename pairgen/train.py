@@ -50,7 +50,7 @@ SHEET_SAMPLES = 16
 # a generator that ignores z. Below this (about one grey level of 255) the generator has collapsed to one output.
 COLLAPSE_THRESHOLD = 0.01
 # settings that may change when a run is resumed without changing what is being trained
-RESUMABLE_CHANGES = ("iters", "device", "amp", "tick_every", "sample_every", "checkpoint_every", "keep_checkpoints")
+RESUMABLE_CHANGES = ("iters", "device", "amp", "compile", "tick_every", "sample_every", "checkpoint_every", "keep_checkpoints")
 
 
 class TrainingDiverged(UserError):

@@ -139,10 +139,17 @@ def critic_step(generator: nn.Module, critic: nn.Module, opt_d: torch.optim.Opti
     device_type = real.device.type
     if fake is None:
         fake = make_fakes(generator, real.shape[0], config, real.device, amp)
-    with torch.autocast(device_type, torch.bfloat16, enabled=amp):
-        loss, terms = critic_loss(critic, real, fake, config.gp_lambda)
-    opt_d.zero_grad(set_to_none=True)
-    loss.backward()
+    if config.compile:  # validate() refuses --compile for a batch-norm critic
+        from pairgen.compiled import assign_grads, compiled_critic_loss
+
+        loss, terms, grads = compiled_critic_loss(critic, config.gp_lambda, amp)(real, fake)
+        opt_d.zero_grad(set_to_none=True)
+        assign_grads(critic, grads)
+    else:
+        with torch.autocast(device_type, torch.bfloat16, enabled=amp):
+            loss, terms = critic_loss(critic, real, fake, config.gp_lambda)
+        opt_d.zero_grad(set_to_none=True)
+        loss.backward()
     checked = sync(critic, loss) if sync is not None else loss
     bad = _bad_term(checked, terms, critic)
     if bad is not None:
