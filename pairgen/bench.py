@@ -33,7 +33,7 @@ from pairgen import shards
 from pairgen.encoding import encode_mask
 from pairgen.networks import build_critic, build_generator, pair_channels
 from pairgen.perf import (Paired, Record, ablation, device_peak, forward_macs, make_record, paired_timing,
-                          plain_backend, sync)
+                          plain_backend)
 from pairgen.presets import GANConfig, make_config
 from pairgen.reference import ReferenceGAN, reference_export
 
@@ -223,64 +223,3 @@ def _write_rates(config: GANConfig, n: int, workdir: Path) -> dict[str, float]:
             shards.write_shard(Path(tmp) / f"{name}.h5", arrays, attrs, compression=compression)
             rates[f"write_only_{name}_samples_per_s"] = n / (time.perf_counter() - start)
     return rates
-
-
-def profile_gan(dataset: str, preset: str, device: torch.device, iters: int = 4, rows: int = 25) -> str:
-    """Where one GAN iteration's time goes: per-phase wall times (synchronised) and torch.profiler's top
-    operators by device time, for the training step exactly as pairgen.train runs it (same networks, memory
-    format, autocast, optimisers), on random pairs. The explanation a benchmark figure below target needs."""
-    from torch.profiler import ProfilerActivity, profile
-
-    from pairgen.networks import build_critic, build_generator
-    from pairgen.train import _make_optimizer
-    from pairgen.wgan_gp import critic_step, generator_step, make_fakes
-
-    config = bench_config(dataset, preset, device)
-    amp = device.type == "cuda" and config.amp
-    generator, critic = build_generator(config).to(device), build_critic(config).to(device)
-    if device.type == "cuda":
-        generator.to(memory_format=torch.channels_last)
-        critic.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
-    opt_g, opt_d = _make_optimizer(generator, config, device), _make_optimizer(critic, config, device)
-    images, masks = random_pairs(config, config.batch_size)
-    real = torch.cat([torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1,
-                      encode_mask(torch.from_numpy(masks), config.n_classes, config.mask_encoding)], 1).to(device)
-    phases: dict[str, float] = {"fakes (one forward)": 0.0, "critic steps": 0.0, "generator step": 0.0}
-
-    def iteration(timed: bool) -> None:
-        def mark(name: str, start: float) -> float:
-            sync(device)
-            now = time.perf_counter()
-            if timed:
-                phases[name] += now - start
-            return now
-
-        sync(device)
-        start = time.perf_counter()
-        fakes = make_fakes(generator, config.critic_steps * config.batch_size, config, device, amp)
-        start = mark("fakes (one forward)", start)
-        for fake in fakes.split(config.batch_size):
-            critic_step(generator, critic, opt_d, real, config, amp, fake)
-        start = mark("critic steps", start)
-        generator_step(generator, critic, opt_g, config, device, amp)
-        mark("generator step", start)
-
-    for _ in range(2):                       # warm-up: cuDNN autotuning, allocator
-        iteration(False)
-    for _ in range(iters):
-        iteration(True)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        for _ in range(2):
-            iteration(False)
-        sync(device)
-    total = sum(phases.values())
-    lines = [f"GAN iteration profile: {dataset} {preset} on {device} (batch {config.batch_size}, "
-             f"{config.critic_steps} critic steps, {'bf16 autocast' if amp else 'fp32'}): "
-             f"{iters / total:.3g} it/s, {gan_iteration_flops(config) * iters / total / 1e12:.3g} TFLOP/s"]
-    lines += [f"  {name:22s} {1000 * seconds / iters:8.1f} ms/it  {100 * seconds / total:5.1f} %"
-              for name, seconds in phases.items()]
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    lines.append(prof.key_averages(group_by_input_shape=False).table(sort_by=key, row_limit=rows))
-    return "\n".join(lines)

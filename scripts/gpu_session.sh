@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything one short GPU lease is for, in one call (issues 4 and 5). Each stage runs under its own time limit,
 # so a slow stage cannot cost the next one its figures; STAGES picks them (default: all three, in this order):
-#   profile  scripts/profile_gan.py: where a thesis lung GAN iteration's time goes                (PROFILE_S, 60 s)
+#   profile  scripts/profile_gan.py: where a thesis lung GAN iteration's time goes, eager (PROFILE_S, 60 s) and
+#            with the compiled critic step (PROFILE_COMPILED_S, 240 s)
 #   bench    scripts/gpu_check.sh: the benchmarks at the thesis presets vs their plain references (BENCH_S, 210 s)
 #   thesis   scripts/reproduce_thesis_one_fold_h100.sh: table 5.2 on SCR fold 1 at thesis scale   (THESIS_S, 300 s)
 #            (if it fails, e.g. in GAN training, the two real-only rows are still run), then segbench report
@@ -29,6 +30,11 @@ if [[ " $STAGES " == *" profile "* ]]; then
   timeout "${PROFILE_S:-60}" "$PY" scripts/profile_gan.py --preset thesis > "$OUT/profile.txt" 2>&1
   stamp "profile rc=$?"
   head -n 40 "$OUT/profile.txt"
+  # the same with the compiled critic step (compiling takes a minute or two, untimed)
+  timeout "${PROFILE_COMPILED_S:-240}" "$PY" scripts/profile_gan.py --preset thesis --compile \
+    > "$OUT/profile-compiled.txt" 2>&1
+  stamp "profile (compiled) rc=$?"
+  head -n 40 "$OUT/profile-compiled.txt"
 fi
 
 if [[ " $STAGES " == *" bench "* ]]; then

@@ -120,7 +120,7 @@ def test_paired_timing_and_record() -> None:
 
 
 def test_profile_gan_reports_phases_and_operators() -> None:
-    from pairgen.bench import profile_gan
+    from pairgen.profiling import profile_gan
 
     text = profile_gan("scr-lung", "tiny", torch.device("cpu"), iters=1, rows=5)
     phases = {line.split()[0]: float(line.split("ms/it")[1].split("%")[0]) for line in text.splitlines()
