@@ -39,6 +39,11 @@ done
 .venv/bin/pairgen sample --checkpoint "$(ls "$WS"/camvid/fold1/gan/*-small/checkpoints/ckpt-0001000.pt | tail -n 1)" \
   --n 16 --seed 0 --out docs/img/gan-camvid-fold1.png
 cp "$WS/reports/table5_4-camvid/per_category.png" docs/img/camvid-per-category-cpu.png   # a bar chart, no image
+# the resolution ceilings (the ground truth at the training resolution scored as a prediction)
+for fold in 1 2 3; do
+  $SB ceiling "$WS/scr-lung/fold$fold/real/32x32/test" --out "$WS/reports/ceiling-scr-fold$fold"
+done
+$SB ceiling "$WS/camvid/fold1/real/32x64/test" --out "$WS/reports/ceiling-camvid-fold1"
 [ "${1:-all}" = core ] && exit 0
 
 # 2. low-data regime on SCR fold 1: the GAN and the U-Nets see only 10 / 25 / 50 % of the training fold

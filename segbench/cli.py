@@ -124,6 +124,22 @@ def evaluate(
     console.print(f"[green]✓[/] per_image.csv and summary.json in {out}")
 
 
+@app.command()
+def ceiling(
+    test_dir: Path = typer.Argument(..., help="A real test shard directory (workspace/<dataset>/<fold>/real/<h>x<w>/test)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where per_image.csv and summary.json go."),
+) -> None:
+    """Score the ground truth at the training resolution as a prediction: the best any run at it can do."""
+    from segbench.ceiling import resolution_ceiling
+    from segbench.report import print_summary
+
+    summary = resolution_ceiling(test_dir, out)
+    print_summary(summary, title=f"resolution ceiling at {summary['training_resolution']}: {test_dir}",
+                  console=console)
+    if out is not None:
+        console.print(f"[green]✓[/] per_image.csv and summary.json in {out}")
+
+
 def main() -> None:
     run_app(app, err_console)
 
