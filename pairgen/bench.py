@@ -4,8 +4,10 @@ gan-train   pairgen.train.train (the real loop: data sampling, finite checks, lo
             temporary shard directory. One project call trains 2·T iterations with tick_every = T and reports the
             second tick's window (T steady-state iterations; setup, the first step's warm-up, the final sheet and
             checkpoint fall outside it). Reference: ReferenceGAN.iteration, T times.
-export      pairgen.export.export_source (blocks of `block_size` latents, a writer thread) of n samples into a
-            fresh directory; reference: reference_export, one forward and one HDF5 row write per sample.
+export      pairgen.export.export_source (blocks of `block_size` latents, default_writers() writer threads) of n
+            samples into a fresh directory; reference: reference_export, one forward and one HDF5 row write per
+            sample. Also one shard written alone (write_only_*) with each mask filter, on arrays that compress
+            like a trained generator's output (realistic_shard).
 
 FLOPs per GAN iteration (S critic steps, batch B; G, D = forward MACs of generator and critic at batch B):
   critic step     G (fakes) + 3·2·D (real and fake: forward, input and weight gradients)
@@ -23,6 +25,8 @@ import json
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -33,7 +37,7 @@ from pairgen import shards
 from pairgen.encoding import encode_mask
 from pairgen.networks import build_critic, build_generator, pair_channels
 from pairgen.perf import (Paired, Record, ablation, device_peak, forward_macs, make_record, paired_timing,
-                          plain_backend)
+                          plain_backend, sync)
 from pairgen.presets import GANConfig, make_config
 from pairgen.reference import ReferenceGAN, reference_export
 
@@ -66,6 +70,33 @@ def random_pairs(config: GANConfig, n: int, seed: int = 0) -> tuple[np.ndarray, 
     images = rng.integers(0, 256, (n, config.height, config.width, config.image_channels), dtype=np.uint8)
     masks = rng.integers(0, config.n_classes, (n, config.height, config.width), dtype=np.uint8)
     return images, masks
+
+
+def realistic_shard(config: GANConfig, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Synthetic shard arrays that compress like a trained generator's output (random bytes are every filter's
+    worst case): images uint8 n×H×W×C smooth with a little noise; masks_raw float16 n×H×W×K = tanh of a steep
+    smooth field plus jitter (mostly saturated at ±1, smooth borders); masks uint8 n×H×W thresholded from it."""
+    rng = np.random.default_rng(seed)
+    h, w, c, k = config.height, config.width, config.image_channels, config.mask_channels
+    arrays = {"images": np.empty((n, h, w, c), np.uint8), "masks_raw": np.empty((n, h, w, k), np.float16),
+              "latents": rng.standard_normal((n, config.z_dim), dtype=np.float32),
+              "sample_index": np.arange(n, dtype=np.int64)}
+    rows, cols = np.linspace(0, 2 * np.pi, h, dtype=np.float32), np.linspace(0, 2 * np.pi, w, dtype=np.float32)
+    for start in range(0, n, 256):   # blocks: float32 temporaries of 256 samples at a time
+        b = min(256, n - start)
+
+        def field(channels: int) -> np.ndarray:
+            """b×H×W×channels sums of one random low-frequency wave along each axis, in [-2, 2]."""
+            f, phase = rng.uniform(0.5, 2.5, (2, b, 1, 1, channels)), rng.uniform(0, 2 * np.pi, (2, b, 1, 1, channels))
+            return (np.sin(f[0] * rows[None, :, None, None] + phase[0])
+                    + np.sin(f[1] * cols[None, None, :, None] + phase[1])).astype(np.float32)
+
+        noise = rng.standard_normal((b, h, w, max(c, k)), dtype=np.float32)
+        arrays["images"][start:start + b] = np.clip(64 * field(c) + 128 + 4 * noise[..., :c], 0, 255)
+        arrays["masks_raw"][start:start + b] = np.tanh(6 * (field(k) - 0.8) + 0.05 * noise[..., :k])
+    raw = arrays["masks_raw"]
+    arrays["masks"] = (raw[..., 0] > 0 if k == 1 else raw.argmax(-1)).astype(np.uint8)
+    return arrays
 
 
 def write_real_split(config: GANConfig, directory: Path, n: int = 64) -> Path:
@@ -169,7 +200,7 @@ def bench_export(dataset: str, preset: str, device: torch.device, n: int, n_refe
                  workdir: Path, block_size: int = 1024, samples_per_shard: int = 4096) -> Record:
     """Samples/s of pairgen.export against a per-sample h5py loop (module docstring)."""
     from pairgen.checkpoint import load_generator
-    from pairgen.export import export_source, load_source
+    from pairgen.export import default_writers, export_source, load_source
     from pairgen.train import train
 
     config = bench_config(dataset, preset, device)
@@ -204,22 +235,25 @@ def bench_export(dataset: str, preset: str, device: torch.device, n: int, n_refe
                        device_peak(device, "tf32" if device.type == "cuda" else "fp32"),
                        "per-sample generator forward + h5py row writes",
                        dataset=dataset, n=n, block_size=block_size, samples_per_shard=samples_per_shard,
-                       seconds_for_100k=100_000 / rate, **write_rates)
+                       writers=default_writers(), seconds_for_100k=100_000 / rate, **write_rates)
 
 
 def _write_rates(config: GANConfig, n: int, workdir: Path) -> dict[str, float]:
-    """Samples/s of shards.write_shard alone (one thread) for the mask filters lzf and none: is writing the
-    bottleneck, and what would dropping the filter buy?"""
-    images, masks = random_pairs(config, n)
-    arrays = {"images": images, "masks": masks, "sample_index": np.arange(n, dtype=np.int64),
-              "masks_raw": np.random.default_rng(0).uniform(-1, 1, masks.shape + (config.mask_channels,))
-              .astype(np.float16), "latents": np.zeros((n, config.z_dim), np.float32)}
+    """Samples/s of shards.write_shard alone for one shard of realistic_shard arrays: the mask filters lzf (by
+    libhdf5, the filter before shuffle + deflate), none and gzip (shuffle + deflate) in one thread, and gzip with
+    default_writers() compression threads. Is writing the bottleneck, and what does each filter cost?"""
+    from pairgen.export import default_writers
+
+    arrays = realistic_shard(config, n)
     attrs = {"kind": "synthetic", "dataset": config.dataset, "split": "synthetic", "fold": "fold1",
              "class_names": list(config.class_names)}
-    rates = {}
+    writers = default_writers()
+    rates: dict[str, float] = {"write_threads": writers}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        for name, compression in (("lzf", "lzf"), ("none", None)):
-            start = time.perf_counter()
-            shards.write_shard(Path(tmp) / f"{name}.h5", arrays, attrs, compression=compression)
-            rates[f"write_only_{name}_samples_per_s"] = n / (time.perf_counter() - start)
+        for name, compression, threads in (("lzf", "lzf", 1), ("none", None, 1), ("gzip", "gzip", 1),
+                                           ("gzip_threads", "gzip", writers)):
+            with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
+                start = time.perf_counter()
+                shards.write_shard(Path(tmp) / f"{name}.h5", arrays, attrs, compression=compression, pool=pool)
+                rates[f"write_only_{name}_samples_per_s"] = n / (time.perf_counter() - start)
     return rates

@@ -13,14 +13,24 @@ final-named shard that opens, has the expected sample_index and was written by t
 construction, so no sidecar checksums), deletes stray temp files, writes the rest, then the manifest.
 Ranks: shard k is written by rank k % world_size; each rank owns (checks, clears, resumes) only its shards' files,
 rank 0 also the manifest, which it writes once every shard exists (torch.distributed barrier, else polling).
+
+Writers: generation of shard k+1 overlaps writing shard k. With `writers` = W > 1, W threads compress the chunks of
+the shards being written (pairgen.shardfilters: zlib and numpy release the GIL) and two shards are written at once,
+so one shard's serial part (libhdf5 under h5py's lock, sha256, write, fsync) overlaps the next one's compression;
+at most three shards are in memory (two writing, one generating; W = 1: two, as with one writer thread). Threads,
+not processes: nothing is copied to another process, a SIGKILL takes every writer with it, and a writer's error is
+raised in the caller as it is. The files' bytes do not depend on W.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +48,15 @@ _SHARD = re.compile(r"^shard-(\d{5,})\.h5$")
 _SHARD_TMP = re.compile(r"^\.shard-(\d{5,})\.h5\..*\.tmp$")
 _MANIFEST_TMP = re.compile(r"^\.manifest\.json\..*\.tmp$")
 WAIT_STALL_S = 3600.0   # rank 0 without torch.distributed: give up when no other rank's shard appeared for this long
+MAX_WRITERS = 8         # beyond this the serial part of a shard (libhdf5, sha256, fsync) bounds the write rate
+
+
+def default_writers() -> int:
+    """Compression threads per export process: the usable cores shared among this node's ranks (torchrun's
+    LOCAL_WORLD_SIZE), one left for the generation loop, at least 1 and at most MAX_WRITERS."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(MAX_WRITERS, cores // ranks - 1))
 
 
 @dataclass
@@ -161,18 +180,21 @@ def _dist() -> Any:
 
 def export(checkpoint: Path, out: Path, n: int, seed: int = 0, block_size: int = 1024,
            samples_per_shard: int = 4096, device: str = "auto", resume: bool = False, overwrite: bool = False,
-           show_progress: bool = True, rank: int = 0, world_size: int = 1) -> Path:
-    """Write n synthetic samples of `checkpoint` as shards + manifest.json into `out`; returns `out`."""
-    _check_args(n, seed, block_size, samples_per_shard, resume, overwrite, rank, world_size)  # before a slow load
+           show_progress: bool = True, rank: int = 0, world_size: int = 1, writers: int | None = None) -> Path:
+    """Write n synthetic samples of `checkpoint` as shards + manifest.json into `out`; returns `out`.
+    `writers`: compression threads (module docstring; None = default_writers())."""
+    _check_args(n, seed, block_size, samples_per_shard, resume, overwrite, rank, world_size, writers)  # before load
     if not Path(checkpoint).exists():
         raise UserError(f"--checkpoint {checkpoint}: no such file")
     return export_source(load_source(Path(checkpoint), device, rank), out, n, seed, block_size, samples_per_shard,
-                         resume, overwrite, show_progress, rank, world_size, checkpoint=Path(checkpoint))
+                         resume, overwrite, show_progress, rank, world_size, checkpoint=Path(checkpoint),
+                         writers=writers)
 
 
 def _check_args(n: int, seed: int, block_size: int, samples_per_shard: int, resume: bool, overwrite: bool,
-                rank: int, world_size: int) -> None:
-    for value, name in ((n, "--n"), (block_size, "--block-size"), (samples_per_shard, "--samples-per-shard")):
+                rank: int, world_size: int, writers: int | None) -> None:
+    for value, name in ((n, "--n"), (block_size, "--block-size"), (samples_per_shard, "--samples-per-shard"),
+                        (1 if writers is None else writers, "--writers")):
         if value < 1:
             raise UserError(f"{name} must be positive, not {value}")
     if seed < 0:
@@ -186,13 +208,14 @@ def _check_args(n: int, seed: int, block_size: int, samples_per_shard: int, resu
 def export_source(source: Source, out: Path, n: int, seed: int = 0, block_size: int = 1024,
                   samples_per_shard: int = 4096, resume: bool = False, overwrite: bool = False,
                   show_progress: bool = True, rank: int = 0, world_size: int = 1,
-                  checkpoint: Path | None = None) -> Path:
+                  checkpoint: Path | None = None, writers: int | None = None) -> Path:
     """`export` for an already loaded generator (tests, benchmarks). Ranks other than 0 return without waiting for
     the manifest unless torch.distributed is initialised (then every rank returns after it is written)."""
     dist = _dist()
     if dist is not None and world_size == 1:  # under torchrun: the process group says who writes what
         rank, world_size = dist.get_rank(), dist.get_world_size()
-    _check_args(n, seed, block_size, samples_per_shard, resume, overwrite, rank, world_size)
+    _check_args(n, seed, block_size, samples_per_shard, resume, overwrite, rank, world_size, writers)
+    writers = default_writers() if writers is None else writers
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
@@ -226,20 +249,24 @@ def export_source(source: Source, out: Path, n: int, seed: int = 0, block_size: 
     batch = min(block_size, samples_per_shard)  # forward batch: the same for every block of every shard
     total = sum(min(n, (k + 1) * samples_per_shard) - k * samples_per_shard for k in range(rank, n_shards, world_size))
     done = sum(i.n for i in infos.values())
-    # one writer thread: shard k is compressed/hashed/fsynced (h5py, hashlib and fsync release the GIL) while
-    # shard k+1 is generated; at most two shards are in memory
-    with tqdm(total=total, initial=done, unit="sample", desc=f"export {out.name}", dynamic_ncols=True,
-              disable=not show_progress or rank != 0) as bar, ThreadPoolExecutor(max_workers=1) as writer:
-        pending: Future | None = None
+    # shard k is written (compressed, hashed, fsynced: zlib, hashlib and fsync release the GIL) while shard k+1
+    # is generated; `in_flight` shards at most are being written (module docstring). The compression pool is
+    # entered first so that it outlives the shard writers that submit to it.
+    in_flight = min(2, writers)
+    with (tqdm(total=total, initial=done, unit="sample", desc=f"export {out.name}", dynamic_ncols=True,
+               disable=not show_progress or rank != 0) as bar,
+          (ThreadPoolExecutor(writers, "compress") if writers > 1 else nullcontext()) as pool,
+          ThreadPoolExecutor(in_flight, "shard-writer") as writer):
+        pending: deque[Future] = deque()
         for k in todo:
             lo, hi = shard_range(k, n, samples_per_shard)
             with fixed_cudnn_kernels():
                 arrays = _generate_shard(source, seed, lo, hi, batch, bar)
-            if pending is not None:
-                infos.update([pending.result()])
-            pending = writer.submit(_write_shard, out, k, arrays, stamp)
-        if pending is not None:
-            infos.update([pending.result()])
+            while len(pending) >= in_flight:
+                infos.update([pending.popleft().result()])
+            pending.append(writer.submit(_write_shard, out, k, arrays, stamp, pool))
+        while pending:
+            infos.update([pending.popleft().result()])
 
     if dist is not None:
         dist.barrier()
@@ -268,9 +295,9 @@ def _generate_shard(source: Source, seed: int, lo: int, hi: int, batch: int, bar
     return arrays
 
 
-def _write_shard(out: Path, k: int, arrays: dict[str, np.ndarray],
-                 stamp: dict[str, Any]) -> tuple[int, shards.ShardInfo]:
-    return k, shards.write_shard(out / shards.SHARD_PATTERN.format(k), arrays, stamp)
+def _write_shard(out: Path, k: int, arrays: dict[str, np.ndarray], stamp: dict[str, Any],
+                 pool: Executor | None) -> tuple[int, shards.ShardInfo]:
+    return k, shards.write_shard(out / shards.SHARD_PATTERN.format(k), arrays, stamp, pool=pool)
 
 
 def _finish(out: Path, n: int, n_shards: int, samples_per_shard: int, world_size: int,

@@ -16,18 +16,26 @@ Per shard (first axis = sample, N samples):
   latents       float32 N×Z       (synthetic) the z that produced each sample
 File attributes: schema_version, kind ('real'|'synthetic'), dataset, split, fold, class_names (JSON list),
 height, width, channels; synthetic also generator_sha256, trained_dataset, trained_fold.
+
+Storage (not part of the schema: readers never need to know): masks and masks_raw are chunked by 256 samples and
+stored with HDF5's standard filters shuffle (masks_raw) + deflate, computed outside libhdf5 by
+pairgen.shardfilters so that several threads can compress at once (level 1, run-length strategy: ~2 % / ~20 %
+of raw size on generator output); images, latents and the rest are stored uncompressed. Shards written before
+(h5py's lzf filter on masks and masks_raw) read the same way; `write_shard(compression="lzf")` still writes them.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
 import select
 import signal
 import tempfile
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -35,6 +43,7 @@ from typing import Any, Iterable
 import h5py
 import numpy as np
 
+from pairgen import shardfilters
 from pairgen.errors import UserError, writing
 
 SCHEMA_VERSION = 1
@@ -57,9 +66,11 @@ DATASETS: dict[str, tuple[str, int | None]] = {
 REQUIRED = ("images", "masks", "sample_index")
 REQUIRED_SYNTHETIC = ("masks_raw", "latents")
 REQUIRED_ATTRS = ("schema_version", "kind", "dataset", "split", "fold", "class_names")
-# Only masks are compressed: they shrink to 2-6 % (masks_raw ~50 %) while images and latents barely shrink and
-# lzf would cost 4-6x in write speed (measured in the export benchmark).
+# Only masks are compressed: they shrink to 2-4 % (masks_raw ~20 %) while images and latents barely shrink (to
+# 83-97 %) at 10x the write cost of storing them as they are (measured at the thesis shape, 256x256 lung pairs).
 COMPRESSED = ("masks", "masks_raw")
+COMPRESSIONS = ("gzip", "lzf", None)   # gzip: shuffle + deflate by pairgen.shardfilters (parallel); lzf: by h5py
+CHUNK_SAMPLES = 256
 
 
 def sha256_file(path: Path, block: int = 1 << 22) -> str:
@@ -161,21 +172,31 @@ def _check_arrays(arrays: dict[str, np.ndarray], kind: str) -> int:
     return n
 
 
-def write_shard(path: Path, arrays: dict[str, Any], attrs: dict[str, Any], compression: str | None = "lzf") -> ShardInfo:
+def write_shard(path: Path, arrays: dict[str, Any], attrs: dict[str, Any], compression: str | None = "gzip",
+                pool: Executor | None = None) -> ShardInfo:
     """Write one complete shard atomically (temp name → fsync → rename) and return its manifest entry.
 
     `arrays` follow the module schema; `attrs` must hold REQUIRED_ATTRS (class_names as a list).
-    `compression` applies to the COMPRESSED datasets only; lzf is built into h5py (no plugin needed to read).
-    The file is assembled in memory first (peak memory: the arrays plus about two file sizes); a failing write
-    raises StorageError naming `path` (see atomic_write_bytes).
+    `compression` (one of COMPRESSIONS) applies to the COMPRESSED datasets only. With "gzip" their chunks are
+    compressed by `pool`'s threads when given (else in this thread), outside h5py's lock; the file's bytes do not
+    depend on `pool`. The file is assembled in memory first (peak memory: the arrays plus about one file size);
+    a failing write raises StorageError naming `path` (see atomic_write_bytes).
     """
     path = Path(path)
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
     kind = attrs["kind"]
     n = _check_arrays(arrays, kind)
-    # The file is built in memory (core driver) and written by atomic_write_bytes. libhdf5 must never write to
-    # the disk itself: when a write fails there (disk full, quota) its failed close leaves the library in a state
-    # that segfaults the process at exit, turning a clean "disk full" error into a crash.
-    with h5py.File(f"{path}.in-memory", "w", driver="core", backing_store=False) as h5:
+    rows = max(1, min(n, CHUNK_SAMPLES))
+    # chunks are queued on the pool before libhdf5 starts, so compression overlaps building the rest of the file
+    deflated = {name: shardfilters.encoded_chunks(np.ascontiguousarray(arrays[name]), rows, pool)
+                for name in COMPRESSED if compression == "gzip" and name in arrays and n and np.ndim(arrays[name]) > 1}
+    # The file is built in memory and written by atomic_write_bytes. libhdf5 must never write to the disk itself:
+    # when a write fails there (disk full, quota) its failed close leaves the library in a state that segfaults
+    # the process at exit, turning a clean "disk full" error into a crash. A BytesIO rather than the core driver:
+    # no get_file_image copy, which was half of the part of a shard that runs under h5py's lock (thesis shape).
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
         for name, value in arrays.items():
             dtype, _ = DATASETS[name]
             if dtype == "str":
@@ -184,9 +205,11 @@ def write_shard(path: Path, arrays: dict[str, Any], attrs: dict[str, Any], compr
                 ds = h5.create_dataset(name, (n,), dtype=h5py.vlen_dtype(np.uint8))
                 for i, item in enumerate(value):
                     ds[i] = np.ascontiguousarray(item, dtype=np.uint8).ravel()
+            elif name in deflated:
+                shardfilters.create_deflated(h5, name, np.ascontiguousarray(value), rows, deflated[name])
             else:
                 value = np.ascontiguousarray(value)
-                chunks = (max(1, min(n, 256)),) + value.shape[1:] if value.ndim > 1 and n else None
+                chunks = (rows,) + value.shape[1:] if value.ndim > 1 and n else None
                 h5.create_dataset(name, data=value, chunks=chunks,
                                   compression=compression if chunks and name in COMPRESSED else None)
         for key, value in attrs.items():
@@ -194,8 +217,7 @@ def write_shard(path: Path, arrays: dict[str, Any], attrs: dict[str, Any], compr
         h5.attrs["schema_version"] = SCHEMA_VERSION
         images = arrays["images"]
         h5.attrs["height"], h5.attrs["width"], h5.attrs["channels"] = images.shape[1:4] if n else (0, 0, 0)
-        h5.flush()
-        image = h5.id.get_file_image()
+    image = buffer.getbuffer()
     atomic_write_bytes(path, image)
     digest = hashlib.sha256(image).hexdigest()
     index = np.asarray(arrays["sample_index"])

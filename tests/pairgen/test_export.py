@@ -18,10 +18,11 @@ import torch
 from pairgen import checkpoint as ckpt
 from pairgen import shards
 from pairgen.errors import UserError
-from pairgen.export import default_export_dir, export, resolve_checkpoint
+from pairgen.export import default_export_dir, default_writers, export, resolve_checkpoint
 from pairgen.networks import build_critic, build_generator
 from pairgen.presets import make_config
 from pairgen.sampling import Z_CHUNK, latents
+from tests.reliability import faults
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = make_config("scr-lung", "tiny", class_names=("background", "left lung"), g_channels=(16, 8, 4),
@@ -133,10 +134,40 @@ def test_non_empty_output_refused_and_overwrite_keeps_foreign_files(tiny_ckpt: P
 @pytest.mark.parametrize("kwargs, match", [
     ({"n": 0}, "--n"), ({"block_size": 0}, "--block-size"), ({"samples_per_shard": 0}, "--samples-per-shard"),
     ({"seed": -1}, "--seed"), ({"resume": True, "overwrite": True}, "--resume"), ({"rank": 2, "world_size": 2}, "rank"),
+    ({"writers": 0}, "--writers"),
 ])
 def test_bad_arguments(tiny_ckpt: Path, tmp_path: Path, kwargs: dict, match: str) -> None:
     with pytest.raises(UserError, match=match):
         export(tiny_ckpt, tmp_path / "e", **{"n": 4, "show_progress": False, **kwargs})
+
+
+def test_output_does_not_depend_on_the_number_of_writers(tiny_ckpt: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """Same seed, 1, 2 or 3 writer threads (also through the CLI flag): byte-identical shards and checksums."""
+    checksums = []
+    for writers in (1, 2, 3):
+        out = export(tiny_ckpt, tmp_path / f"w{writers}", 44, seed=4, samples_per_shard=8, block_size=8,
+                     show_progress=False, writers=writers)
+        assert shards.verify_directory(out) == []
+        checksums.append([(s.file, s.sha256) for s in shards.read_manifest(out).shards])
+    assert len(checksums[0]) == 6 and checksums[0] == checksums[1] == checksums[2]
+    code, err = faults.cli(monkeypatch, capsys, "pairgen", "export", "--checkpoint", str(tiny_ckpt), "--out",
+                           str(tmp_path / "cli"), "--n", "44", "--seed", "4", "--samples-per-shard", "8",
+                           "--block-size", "8", "--device", "cpu", "--writers", "2")
+    assert code == 0, err
+    assert [(s.file, s.sha256) for s in shards.read_manifest(tmp_path / "cli").shards] == checksums[0]
+
+
+@pytest.mark.parametrize("cores, local_ranks, expected", [(1, None, 1), (2, None, 1), (4, None, 3), (16, None, 8),
+                                                         (64, None, 8), (16, "2", 7), (16, "8", 1)])
+def test_default_writers(cores: int, local_ranks: str | None, expected: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    if local_ranks is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local_ranks)
+    assert default_writers() == expected
 
 
 def test_resume_repairs_partial_export(tiny_ckpt: Path, tmp_path: Path) -> None:

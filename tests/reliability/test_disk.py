@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,9 @@ from rich.console import Console
 
 import pairgen.train as train_module
 from pairgen import checkpoint as ckpt
-from pairgen import shards
+from pairgen import shardfilters, shards
 from pairgen.cli import run_app
-from pairgen.errors import StorageError
+from pairgen.errors import StorageError, writing
 from pairgen.export import export
 from pairgen.train import train
 from tests.fixtures import make_real_tree
@@ -43,8 +44,9 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_real_tree(tmp_path_factory.mktemp("real"), n_train=10, n_val=2, n_test=2, height=16, width=16)
 
 
-def run_export(gan: Path, out: Path, n: int, resume: bool = False) -> Path:
-    return export(gan, out, n, samples_per_shard=8, block_size=8, resume=resume, show_progress=False)
+def run_export(gan: Path, out: Path, n: int, resume: bool = False, writers: int | None = None) -> Path:
+    return export(gan, out, n, samples_per_shard=8, block_size=8, resume=resume, show_progress=False,
+                  writers=writers)
 
 
 def shard_bytes(directory: Path) -> dict[str, bytes]:
@@ -60,15 +62,17 @@ def assert_storage_error(outcome: tuple, path: Path, reasons: tuple[str, ...]) -
     return message
 
 
+@pytest.mark.parametrize("writers", [1, 3])
 @pytest.mark.parametrize("mechanism", ["tmpfs", "rlimit"])
-def test_export_on_a_full_disk(mechanism: str, gan: Path, tmp_path: Path) -> None:
+def test_export_on_a_full_disk(mechanism: str, writers: int, gan: Path, tmp_path: Path) -> None:
+    """With 3 writers two shards are written at once, both fail; the first one's error is reported."""
     with faults.full_disk(mechanism, tmp_path / "disk") as disk:
         out = run_export(gan, disk.directory / "e", 16)
         complete = shard_bytes(out)
 
         def extend_on_full_disk() -> None:
             disk.fill()
-            run_export(gan, out, 40, resume=True)
+            run_export(gan, out, 40, resume=True, writers=writers)
 
         outcome = faults.run(extend_on_full_disk)
         disk.empty()
@@ -80,6 +84,52 @@ def test_export_on_a_full_disk(mechanism: str, gan: Path, tmp_path: Path) -> Non
         assert shards.verify_directory(out) == []
         assert sorted(shards.load_shards(out).sample_index.tolist()) == list(range(40))
         assert all((out / name).read_bytes() == content for name, content in complete.items())
+
+
+@pytest.mark.parametrize("where", ["shard-writer", "compress"])
+def test_export_writer_thread_failure(where: str, gan: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fails in a writer thread (an I/O error in a shard writer, or any error in a compression
+    thread) stops the export with that error, leaves no manifest and no temp file, keeps the complete shards, and
+    a resume then writes exactly the bytes of an uninterrupted export."""
+    reference = run_export(gan, tmp_path / "ref", 40, writers=1)
+    expected = {s.file: s.sha256 for s in shards.read_manifest(reference).shards}
+    threads: list[str] = []
+    if where == "shard-writer":
+        atomic_write = shards.atomic_write_bytes
+
+        def failing_write(path: Path, data: bytes) -> None:
+            if path.name == "shard-00003.h5":
+                threads.append(threading.current_thread().name)
+                with writing(path):
+                    raise OSError(errno.EIO, "Input/output error")
+            atomic_write(path, data)
+
+        monkeypatch.setattr(shards, "atomic_write_bytes", failing_write)
+        error, match = StorageError, "shard-00003.h5: cannot write \\(Input/output error\\)"
+    else:
+        encode = shardfilters.encode_chunk
+        calls = iter(range(1_000_000))
+
+        def failing_encode(block: np.ndarray, rows: int) -> bytes:
+            if next(calls) == 5:   # a chunk of the third shard (two compressed datasets per shard)
+                threads.append(threading.current_thread().name)
+                raise MemoryError("injected")
+            return encode(block, rows)
+
+        monkeypatch.setattr(shardfilters, "encode_chunk", failing_encode)
+        error, match = MemoryError, "injected"
+    out = tmp_path / "e"
+    with pytest.raises(error, match=match):
+        run_export(gan, out, 40, writers=3)
+    assert threads and all(name.startswith(where) for name in threads), threads
+    assert not (out / shards.MANIFEST_NAME).exists() and faults.temp_files(out) == []
+    written = shard_bytes(out)
+    assert written and all(shards.sha256_file(out / name) == expected[name] for name in written)
+    monkeypatch.undo()
+    run_export(gan, out, 40, resume=True, writers=2)
+    assert shards.verify_directory(out) == []
+    assert {s.file: s.sha256 for s in shards.read_manifest(out).shards} == expected
+    assert all((out / name).read_bytes() == content for name, content in written.items())
 
 
 @pytest.mark.parametrize("mechanism", ["tmpfs", "rlimit"])

@@ -28,9 +28,15 @@ from tests.reliability import faults
 N, PER_SHARD, BLOCK = 64, 8, 8
 
 
-def run_export(ckpt: Path, out: Path, resume: bool = False, rank: int = 0, world_size: int = 1) -> None:
+def run_export(ckpt: Path, out: Path, resume: bool = False, rank: int = 0, world_size: int = 1,
+               writers: int = 1) -> None:
     export(ckpt, out, N, samples_per_shard=PER_SHARD, block_size=BLOCK, resume=resume, show_progress=False,
-           rank=rank, world_size=world_size)
+           rank=rank, world_size=world_size, writers=writers)
+
+
+def run_export_parallel_writers(ckpt: Path, out: Path, resume: bool = False) -> None:
+    """run_export with 3 compression threads: two shards are written at once when the kill comes."""
+    run_export(ckpt, out, resume, writers=3)
 
 
 def run_export_slow_fsync(ckpt: Path, out: Path, resume: bool = False) -> None:
@@ -129,6 +135,13 @@ def kill_rounds(ckpt: Path, reference, tmp_path: Path, stream_name: str, rounds:
 
 def test_sigkill_at_random_moments_then_resume(ckpt: Path, reference, tmp_path: Path) -> None:
     kill_rounds(ckpt, reference, tmp_path, "export-kill", rounds=2, write_kills=3)
+
+
+def test_sigkill_with_parallel_writers_then_resume(ckpt: Path, reference, tmp_path: Path) -> None:
+    """Killed while several writer threads work, then resumed with one: the single-writer reference bytes."""
+    expected, seconds = reference
+    kill_and_resume(ckpt, tmp_path / "e", expected, seconds, faults.rng("export-kill-writers"),
+                    target=run_export_parallel_writers)
 
 
 def test_one_rank_of_two_killed_then_resume(ckpt: Path, reference, tmp_path: Path) -> None:
