@@ -56,15 +56,17 @@ def decode_mask(raw: torch.Tensor, n_classes: int, encoding: str) -> torch.Tenso
     return raw.float().argmax(dim=1)
 
 
-def pair_to_arrays(pair: torch.Tensor, image_channels: int, n_classes: int,
-                   encoding: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pair_to_arrays(pair: torch.Tensor, image_channels: int, n_classes: int, encoding: str,
+                   raw_dtype: torch.dtype = torch.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Generator output B×(C+Kc)×H×W in [-1, 1] → numpy arrays in the shard schema's layout.
 
-    Returns (images uint8 B×H×W×C, masks_raw float32 B×H×W×Kc, masks uint8 B×H×W class ids).
+    Returns (images uint8 B×H×W×C, masks_raw B×H×W×Kc in `raw_dtype`, masks uint8 B×H×W class ids). The
+    masks are decoded from the float32 values; `raw_dtype` only sets what is copied back (float16 for shards:
+    cast on the device, half the bytes to transfer, the same round-to-nearest-even bits as numpy's cast).
     """
     pair = pair.detach().float()
     images = ((pair[:, :image_channels] + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
     raw = pair[:, image_channels:]
     masks = decode_mask(raw, n_classes, encoding).to(torch.uint8)
-    return (images.permute(0, 2, 3, 1).cpu().numpy(), raw.permute(0, 2, 3, 1).cpu().numpy(),
+    return (images.permute(0, 2, 3, 1).cpu().numpy(), raw.to(raw_dtype).permute(0, 2, 3, 1).cpu().numpy(),
             masks.cpu().numpy())

@@ -75,5 +75,6 @@ def generate_block(generator: torch.nn.Module, z: np.ndarray, config: GANConfig,
     expected = (len(z), config.image_channels + config.mask_channels, config.height, config.width)
     if tuple(out.shape) != expected:
         raise RuntimeError(f"generator returned shape {tuple(out.shape)}, expected {expected}")
-    images, raw, masks = pair_to_arrays(out, config.image_channels, config.n_classes, config.mask_encoding)
-    return {"images": images, "masks": masks, "masks_raw": raw.astype(np.float16), "latents": z}
+    images, raw, masks = pair_to_arrays(out, config.image_channels, config.n_classes, config.mask_encoding,
+                                        raw_dtype=torch.float16)
+    return {"images": images, "masks": masks, "masks_raw": raw, "latents": z}

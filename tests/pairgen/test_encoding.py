@@ -50,3 +50,16 @@ def test_pair_to_arrays_layout() -> None:
     assert images[..., 0].min() == 255 and images[..., 1].max() == 0
     assert raw.shape == (2, 4, 5, 1) and raw.dtype == np.float32
     assert masks.shape == (2, 4, 5) and masks.dtype == np.uint8 and masks.min() == 1
+
+
+def test_raw_masks_cast_on_the_device_match_numpys_float16_bits() -> None:
+    # export casts masks_raw to float16 before copying it back; shards must hold exactly numpy's rounding
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.uniform(-1, 1, 4000), np.tanh(rng.normal(0, 4, 4000)),
+                             [-1.0, 1.0, 0.0, 1 - 2 ** -12, 2 ** -25, -(2 ** -14) * 1.5, 0.999755859375]])
+    pair = torch.from_numpy(np.resize(values, 2 * 2 * 64 * 64).astype(np.float32)).reshape(2, 2, 64, 64)
+    _, raw16, masks16 = pair_to_arrays(pair, 1, 2, "scalar", raw_dtype=torch.float16)
+    _, raw32, masks32 = pair_to_arrays(pair, 1, 2, "scalar")
+    assert raw16.dtype == np.float16 and raw32.dtype == np.float32
+    np.testing.assert_array_equal(raw16.view(np.uint16), raw32.astype(np.float16).view(np.uint16))
+    np.testing.assert_array_equal(masks16, masks32)
