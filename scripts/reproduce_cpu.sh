@@ -55,6 +55,10 @@ full="$WS/scr-lung/fold1/seg/sweep-table5_2-scr"
 $SB report "$WS"/scr-lung/fold1-frac10/seg "$WS"/scr-lung/fold1-frac25/seg "$WS"/scr-lung/fold1-frac50/seg \
   "$full/16-0-NoAug-seed0" "$full/8-8-NoAug-seed0" "$full/16-0-Aug-seed0" "$full/8-8-Aug-seed0" \
   --out "$WS/reports/lowdata-scr"
+for fraction in 10 50; do   # what the low-data GANs generate (docs/RESULTS.md)
+  .venv/bin/pairgen sample --checkpoint "$(ls "$WS"/scr-lung/fold1-frac$fraction/gan/*-small/checkpoints/ckpt-0001000.pt | tail -n 1)" \
+    --n 16 --seed 0 --out docs/img/gan-scr-fold1-frac$fraction.png
+done
 
 # 3. standard-augmentation searches (tables 5.1 and 5.3), real data only, fold 1
 $SB sweep "$M/table5_1-scr-aug-search.toml" --root "$SCR_ROOT" --jobs "$JOBS"
