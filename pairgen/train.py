@@ -1,7 +1,7 @@
 """The one WGAN-GP training loop over image+mask pairs (thesis algorithm 4), with exact resume.
 
-A run directory gets config.json (before any work), log.jsonl, samples/step-XXXXXXX.png and
-checkpoints/ckpt-XXXXXXX.pt. log.jsonl holds one JSON object per line, each with an "event":
+A run directory gets config.json (before any work), log.jsonl, curves.png (pairgen.curves),
+samples/step-XXXXXXX.png and checkpoints/ckpt-XXXXXXX.pt. log.jsonl holds one JSON object per line, each with an "event":
   tick    step, critic_loss, wasserstein, gp, generator_loss (means over the tick), it_per_s (this tick),
           wall_s (seconds since this train() call started), skipped (steps skipped in this tick),
           diversity (see sample_diversity), collapse_suspected (diversity < COLLAPSE_THRESHOLD)
@@ -41,6 +41,7 @@ from pairgen.networks import build_critic, build_generator
 from pairgen.pairdata import EpochSampler, PairData
 from pairgen.presets import GANConfig, validate
 from pairgen.shards import atomic_write_bytes
+from pairgen.curves import GAN_PANELS, plot_curves
 from pairgen.sheets import sample_sheet
 from pairgen.wgan_gp import OPTIONS, critic_step, generator_step, make_fakes
 
@@ -270,6 +271,8 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
         if rank == 0 and (step % config.sample_every == 0 or step == config.iters):
             sample_sheet(generator, config, SHEET_SAMPLES, config.seed,
                          run_dir / "samples" / f"step-{step:07d}.png", device)
+            plot_curves(log_path, run_dir / "curves.png", "step", GAN_PANELS,
+                        f"pairgen train: {config.dataset} {config.preset} ({config.fold_id}), step {step}")
         if step % config.checkpoint_every == 0 or step == config.iters:
             last_good = save(step)
     bar.close()

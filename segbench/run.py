@@ -13,7 +13,7 @@ this fold's test images, so it is refused, as are real/synthetic pairs that diff
 classes (the mix would be meaningless).
 
 Run directory (<ws>/<dataset>/<fold>/seg/<NNNNN>-<K>-<M>-<Aug|NoAug>/ or --out): config.json (resolved, written
-first), log.jsonl, training_state.pt (deleted when complete), weights.pt, per_image.csv, predictions.npz,
+first), log.jsonl, curves.png, training_state.pt (deleted when complete), weights.pt, per_image.csv, predictions.npz,
 summary.json (written last; 'complete': true marks a finished run for sweeps and reports).
 """
 
@@ -242,7 +242,8 @@ def run(config: SegConfig, workspace: Path, out: Path | None = None, resume: boo
     from segbench.evaluate import write_per_image_csv, write_summary
     from segbench.mixing import MixedBatches, RealSource
     from segbench.predict import WEIGHTS_NAME, save_weights
-    from segbench.train import STATE_NAME, train_segmentation
+    from pairgen.curves import plot_curves
+    from segbench.train import LOG_NAME, STATE_NAME, train_segmentation
     from segbench.unet import build_unet
     from pairgen.workspace import new_numbered_dir
 
@@ -291,6 +292,9 @@ def run(config: SegConfig, workspace: Path, out: Path | None = None, resume: boo
                                 show_progress=show_progress)
     if rank != 0:
         return run_dir
+    plot_curves(run_dir / LOG_NAME, run_dir / "curves.png", "iteration", ((("train_loss", "val_loss"), "loss"),),
+                f"segbench run {label} (best iteration {result['best_iteration']}, dashed)",
+                mark_x=result["best_iteration"])
     height, width, channels = train.images.shape[1:]
     save_weights(run_dir / WEIGHTS_NAME, model, {
         "in_channels": channels, "n_classes": len(train.class_names), "depth": config.depth,

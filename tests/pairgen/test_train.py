@@ -56,6 +56,8 @@ def test_train_writes_config_log_sheets_and_checkpoints(tmp_path: Path, real: Pa
     assert sheets == ["step-0000003.png", "step-0000006.png"]
     with Image.open(run / "samples" / sheets[-1]) as image:
         assert image.format == "PNG" and image.width >= 8 * 3 * 16
+    with Image.open(run / "curves.png") as image:    # redrawn with every sheet from log.jsonl
+        assert image.format == "PNG" and image.width > image.height
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["ckpt-0000003.pt", "ckpt-0000006.pt"]
     generator, loaded, meta = load_generator(final)
     assert loaded == config and meta["step"] == 6 and meta["fold_id"] == "fold1"

@@ -86,7 +86,8 @@ def learned(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_run_writes_every_file(learned: Path) -> None:
     assert learned.parent.name == "seg" and learned.name == "00000-4-4-NoAug"
     names = {p.name for p in learned.iterdir()}
-    assert {"config.json", "log.jsonl", "weights.pt", "per_image.csv", "summary.json", "predictions.npz"} <= names
+    assert {"config.json", "log.jsonl", "weights.pt", "per_image.csv", "summary.json", "predictions.npz",
+            "curves.png"} <= names
     assert "training_state.pt" not in names   # only kept while a run can be resumed
     config = json.loads((learned / "config.json").read_text())
     assert config["dataset"] == DATASET and config["fold_id"] == "fold1"
