@@ -40,7 +40,8 @@ class CompiledCriticLoss:
 
     def _loss(self, params: dict[str, torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
               eps: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """-(E D(real) - E D(fake)) + λ·mean_i (||∇_x D(x̂_i)||₂ - 1)²: float32 scalar, with (wasserstein, gp)."""
+        """-(E D(real) - E D(fake)) + λ·mean_i (||∇_x D(x̂_i)||₂ - 1)²: a float32 scalar, with
+        (wasserstein, gp)."""
         device_type = real.device.type
 
         def scores(x: torch.Tensor) -> torch.Tensor:

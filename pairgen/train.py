@@ -1,7 +1,8 @@
 """The one WGAN-GP training loop over image+mask pairs (thesis algorithm 4), with exact resume.
 
 A run directory gets config.json (before any work), log.jsonl, curves.png (pairgen.curves),
-samples/step-XXXXXXX.png and checkpoints/ckpt-XXXXXXX.pt. log.jsonl holds one JSON object per line, each with an "event":
+samples/step-XXXXXXX.png and checkpoints/ckpt-XXXXXXX.pt. log.jsonl holds one JSON object per line, each with
+an "event":
   tick    step, critic_loss, wasserstein, gp, generator_loss (means over the tick), it_per_s (this tick),
           wall_s (seconds since this train() call started), skipped (steps skipped in this tick),
           diversity (see sample_diversity), collapse_suspected (diversity < COLLAPSE_THRESHOLD)
@@ -51,7 +52,8 @@ SHEET_SAMPLES = 16
 # a generator that ignores z. Below this (about one grey level of 255) the generator has collapsed to one output.
 COLLAPSE_THRESHOLD = 0.01
 # settings that may change when a run is resumed without changing what is being trained
-RESUMABLE_CHANGES = ("iters", "device", "amp", "compile", "tick_every", "sample_every", "checkpoint_every", "keep_checkpoints")
+RESUMABLE_CHANGES = ("iters", "device", "amp", "compile", "tick_every", "sample_every", "checkpoint_every",
+                     "keep_checkpoints")
 
 
 class TrainingDiverged(UserError):

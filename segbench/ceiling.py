@@ -24,8 +24,8 @@ CONFIDENT_LOGIT = 10.0
 
 
 def mask_logits(mask: np.ndarray, n_classes: int) -> torch.Tensor:
-    """uint8 h×w class ids → float32 1×K×h×w logits that a U-Net would emit if it were exactly right
-    (K = 1 for two classes: ±10 on the foreground logit; K = n_classes otherwise: +10 on the class, −10 elsewhere)."""
+    """uint8 h×w class ids → float32 1×K×h×w logits that a U-Net would emit if it were exactly right (K = 1 for
+    two classes: ±10 on the foreground logit; K = n_classes otherwise: +10 on the class, −10 elsewhere)."""
     ids = torch.from_numpy(np.asarray(mask, np.int64))
     if n_classes == 2:
         return ((ids > 0).float() * 2 - 1)[None, None] * CONFIDENT_LOGIT

@@ -126,7 +126,8 @@ def evaluate(
 
 @app.command()
 def ceiling(
-    test_dir: Path = typer.Argument(..., help="A real test shard directory (workspace/<dataset>/<fold>/real/<h>x<w>/test)."),
+    test_dir: Path = typer.Argument(..., help="A real test shard directory "
+                                    "(workspace/<dataset>/<fold>/real/<h>x<w>/test)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where per_image.csv and summary.json go."),
 ) -> None:
     """Score the ground truth at the training resolution as a prediction: the best any run at it can do."""
