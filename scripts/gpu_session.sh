@@ -8,8 +8,9 @@
 #            (if it fails, e.g. in GAN training, the two real-only rows are still run), then segbench report
 #            over whatever finished and the generator's sample sheet
 # Measured on one H200 (2026-11-27): the bench's GAN and export workloads alone took the 200 s given to them, and
-# the GAN of the thesis stage ran at ~6 it/s (2000 iterations: 5.3 min), so a 15-minute lease fits `profile bench`
-# or `thesis`, not all three.
+# the GAN of the thesis stage ran at ~6 it/s (2000 iterations: 5.3 min). So one call of a 15-minute lease (at most
+# 600 s) fits `STAGES="profile bench"` (≤ 510 s) or `STAGES=thesis` (the one-fold run needs ~11 min of its own:
+# give it THESIS_S=560 and expect the last U-Nets to be cut), not all three.
 # Results go to $OUT (the device tool's output folder; default ./gpu-out): profile.txt, gpu_bench.json, bench.log,
 # thesis.log, report.txt, runs.tgz (configs, logs, summaries, per-image CSVs, report; no weights, no images),
 # gan-scr-fold1-thesis.png. Needs SCR_ROOT (the SCR lung tree; default ../shared/data/scr-lung) for `thesis`.
