@@ -1,13 +1,17 @@
 """Where a GAN training iteration's time goes (scripts/profile_gan.py): the explanation a benchmark figure below
-its target needs. Per-phase wall times (synchronised after each phase) and torch.profiler's operator table."""
+its target needs. Per-phase wall times (synchronised after each phase) and torch.profiler's operator table; and
+`operator_counts`, every ATen call of one step (forward, backward, double backward), which tells a launch-bound
+step apart on any device: the count does not depend on the device, its per-operator overhead does."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from pairgen.bench import bench_config, gan_iteration_flops, random_pairs
 from pairgen.encoding import encode_mask
@@ -72,3 +76,53 @@ def profile_gan(dataset: str, preset: str, device: torch.device, iters: int = 4,
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     lines.append(prof.key_averages(group_by_input_shape=False).table(sort_by=key, row_limit=rows))
     return "\n".join(lines)
+
+
+class _CountOps(TorchDispatchMode):
+    """Counts every ATen operator dispatched while active, by name (views and detaches included)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch's protocol
+        self.counts[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def operator_counts(dataset: str, preset: str, critic_norm: str | None = None, batch_size: int = 2,
+                    side: int = 64) -> dict[str, collections.Counter]:
+    """ATen calls of one critic step, one generator step and the fakes' forward of an iteration, for the
+    preset's networks (optionally another critic norm) on the CPU at a small batch and side: operator counts
+    depend on the layers, not on the sizes, so this is cheap and holds for the thesis networks at 256 px."""
+    device = torch.device("cpu")
+    overrides = {"batch_size": batch_size, "height": side, "width": side}
+    if critic_norm is not None:
+        overrides["critic_norm"] = critic_norm
+    config = dataclasses.replace(bench_config(dataset, preset, device), **overrides)
+    torch.manual_seed(0)
+    generator, critic = build_generator(config), build_critic(config)
+    opt_g, opt_d = _make_optimizer(generator, config, device), _make_optimizer(critic, config, device)
+    images, masks = random_pairs(config, batch_size)
+    real = torch.cat([torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1,
+                      encode_mask(torch.from_numpy(masks), config.n_classes, config.mask_encoding)], 1)
+    fakes = make_fakes(generator, config.critic_steps * batch_size, config, device, False)
+    phases = {"critic step": lambda: critic_step(generator, critic, opt_d, real, config, False, fakes[:batch_size]),
+              "generator step": lambda: generator_step(generator, critic, opt_g, config, device, False),
+              "fakes": lambda: make_fakes(generator, config.critic_steps * batch_size, config, device, False)}
+    counts = {}
+    for name, run in phases.items():
+        run()                                   # first call: optimiser state, lazy initialisation
+        with _CountOps() as counter:
+            run()
+        counts[name] = counter.counts
+    return counts
+
+
+def format_operator_counts(counts: dict[str, collections.Counter], critic_steps: int) -> str:
+    """One line per phase (total and the most frequent operators), then the total per iteration."""
+    lines = [f"  {name:15s} {sum(c.values()):6d} ATen calls   top: "
+             + ", ".join(f"{op} {n}" for op, n in c.most_common(6)) for name, c in counts.items()]
+    total = critic_steps * sum(counts["critic step"].values()) + sum(counts["generator step"].values()) \
+        + sum(counts["fakes"].values())
+    return "\n".join(lines + [f"  per iteration ({critic_steps} critic steps): {total} ATen calls"])

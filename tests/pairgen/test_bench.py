@@ -128,3 +128,19 @@ def test_profile_gan_reports_phases_and_operators() -> None:
     assert set(phases) == {"fakes", "critic", "generator"}
     assert abs(sum(phases.values()) - 100.0) < 0.5          # the phases partition the iteration
     assert "convolution" in text                             # the operator table is there
+
+
+def test_operator_counts_see_the_layer_norm_double_backward() -> None:
+    from pairgen.profiling import format_operator_counts, operator_counts
+
+    layer = operator_counts("scr-lung", "tiny", side=16)
+    plain = operator_counts("scr-lung", "tiny", critic_norm="none", side=16)
+    assert set(layer) == {"critic step", "generator step", "fakes"}
+    assert sum(plain["critic step"].values()) > 50 and plain["critic step"]["convolution"] > 0
+    # the composite double backward of GroupNorm(1, C) multiplies the critic step's operators
+    assert sum(layer["critic step"].values()) > 2 * sum(plain["critic step"].values())
+    assert layer["fakes"] == plain["fakes"]            # the generator does not change with the critic's norm
+    text = format_operator_counts(layer, critic_steps=5)
+    total = 5 * sum(layer["critic step"].values()) + sum(layer["generator step"].values()) \
+        + sum(layer["fakes"].values())
+    assert text.splitlines()[-1].endswith(f"{total} ATen calls")
