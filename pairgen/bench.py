@@ -37,7 +37,7 @@ from pairgen import shards
 from pairgen.encoding import encode_mask
 from pairgen.networks import build_critic, build_generator, pair_channels
 from pairgen.perf import (Paired, Record, ablation, device_peak, forward_macs, make_record, paired_timing,
-                          plain_backend, sync)
+                          plain_backend)
 from pairgen.presets import GANConfig, make_config
 from pairgen.reference import ReferenceGAN, reference_export
 
@@ -70,6 +70,13 @@ def random_pairs(config: GANConfig, n: int, seed: int = 0) -> tuple[np.ndarray, 
     images = rng.integers(0, 256, (n, config.height, config.width, config.image_channels), dtype=np.uint8)
     masks = rng.integers(0, config.n_classes, (n, config.height, config.width), dtype=np.uint8)
     return images, masks
+
+
+def random_pair_batch(config: GANConfig, n: int, device: torch.device | None = None) -> torch.Tensor:
+    """random_pairs in model space: float32 n×(C+Kc)×H×W in [-1, 1] (image channels, then the encoded mask)."""
+    images, masks = random_pairs(config, n)
+    return torch.cat([torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1,
+                      encode_mask(torch.from_numpy(masks), config.n_classes, config.mask_encoding)], 1).to(device)
 
 
 def realistic_shard(config: GANConfig, n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -148,11 +155,9 @@ def gan_project(config: GANConfig, real: Path, window: int, workdir: Path) -> Ca
 
 def gan_reference(config: GANConfig, device: torch.device, window: int) -> Callable[[], None]:
     """A call that runs window iterations of ReferenceGAN on 64 random in-memory pairs."""
-    images, masks = random_pairs(config, 64)
-    pairs = torch.cat([torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1,
-                       encode_mask(torch.from_numpy(masks), config.n_classes, config.mask_encoding)], 1)
+    pairs = random_pair_batch(config, 64, device)
     torch.manual_seed(0)
-    reference = ReferenceGAN(config, pairs.to(device))
+    reference = ReferenceGAN(config, pairs)
 
     def plain() -> None:
         with plain_backend():

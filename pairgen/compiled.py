@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, grad_and_value
 
-from pairgen.wgan_gp import _at_least_fp32, batch_independent
+from pairgen.wgan_gp import _at_least_fp32, batch_independent, interpolation_weights, penalty_of
 
 # one compiled function per critic module (compiling is expensive: tens of seconds, once per run)
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, CompiledCriticLoss]" = weakref.WeakKeyDictionary()
@@ -51,16 +51,13 @@ class CompiledCriticLoss:
         both = scores(torch.cat([real, fake]))
         wasserstein = both[:real.shape[0]].mean() - both[real.shape[0]:].mean()
         mixed = eps * real + (1.0 - eps) * fake
-        grads = grad(lambda x: scores(x).sum())(mixed)
-        penalty = ((_at_least_fp32(grads).flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
+        penalty = penalty_of(grad(lambda x: scores(x).sum())(mixed))
         return -wasserstein + self.gp_lambda * penalty, (wasserstein, penalty)
 
     def __call__(self, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """real, fake: float B×(C+Kc)×H×W → (loss, {'wasserstein', 'gp'} detached, {param name: gradient})."""
-        # the same draw as wgan_gp.gradient_penalty, so both paths consume the RNG identically
-        eps_shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-        eps = torch.rand(eps_shape, generator=generator, device=real.device, dtype=torch.float32).to(real.dtype)
+        eps = interpolation_weights(real, generator)   # outside the graph: the eager path's RNG draw
         params = {name: p.detach() for name, p in self.critic.named_parameters()}
         grads, (loss, (wasserstein, penalty)) = self._step(params, real.detach(), fake.detach(), eps)
         return loss.detach(), {"wasserstein": wasserstein.detach(), "gp": penalty.detach()}, grads

@@ -13,12 +13,23 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from pairgen.bench import bench_config, gan_iteration_flops, random_pairs
-from pairgen.encoding import encode_mask
+from pairgen.bench import bench_config, gan_iteration_flops, random_pair_batch
 from pairgen.networks import build_critic, build_generator
 from pairgen.perf import sync
+from pairgen.presets import GANConfig
 from pairgen.train import _make_optimizer
 from pairgen.wgan_gp import critic_step, generator_step, make_fakes
+
+
+def _training_parts(config: GANConfig, device: torch.device) -> tuple:
+    """(generator, critic, opt_g, opt_d, one real batch) set up as pairgen.train sets them up on `device`."""
+    generator, critic = build_generator(config).to(device), build_critic(config).to(device)
+    if device.type == "cuda":
+        generator.to(memory_format=torch.channels_last)
+        critic.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    opt_g, opt_d = _make_optimizer(generator, config, device), _make_optimizer(critic, config, device)
+    return generator, critic, opt_g, opt_d, random_pair_batch(config, config.batch_size, device)
 
 
 def profile_gan(dataset: str, preset: str, device: torch.device, iters: int = 4, rows: int = 25,
@@ -28,15 +39,7 @@ def profile_gan(dataset: str, preset: str, device: torch.device, iters: int = 4,
     format, autocast, optimisers), on random pairs. The explanation a benchmark figure below target needs."""
     config = dataclasses.replace(bench_config(dataset, preset, device), compile=compile)
     amp = device.type == "cuda" and config.amp
-    generator, critic = build_generator(config).to(device), build_critic(config).to(device)
-    if device.type == "cuda":
-        generator.to(memory_format=torch.channels_last)
-        critic.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
-    opt_g, opt_d = _make_optimizer(generator, config, device), _make_optimizer(critic, config, device)
-    images, masks = random_pairs(config, config.batch_size)
-    real = torch.cat([torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1,
-                      encode_mask(torch.from_numpy(masks), config.n_classes, config.mask_encoding)], 1).to(device)
+    generator, critic, opt_g, opt_d, real = _training_parts(config, device)
     phases: dict[str, float] = {"fakes (one forward)": 0.0, "critic steps": 0.0, "generator step": 0.0}
 
     def iteration(timed: bool) -> None:
@@ -101,11 +104,7 @@ def operator_counts(dataset: str, preset: str, critic_norm: str | None = None, b
         overrides["critic_norm"] = critic_norm
     config = dataclasses.replace(bench_config(dataset, preset, device), **overrides)
     torch.manual_seed(0)
-    generator, critic = build_generator(config), build_critic(config)
-    opt_g, opt_d = _make_optimizer(generator, config, device), _make_optimizer(critic, config, device)
-    images, masks = random_pairs(config, batch_size)
-    real = torch.cat([torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1,
-                      encode_mask(torch.from_numpy(masks), config.n_classes, config.mask_encoding)], 1)
+    generator, critic, opt_g, opt_d, real = _training_parts(config, device)
     fakes = make_fakes(generator, config.critic_steps * batch_size, config, device, False)
     phases = {"critic step": lambda: critic_step(generator, critic, opt_d, real, config, False, fakes[:batch_size]),
               "generator step": lambda: generator_step(generator, critic, opt_g, config, device, False),

@@ -206,7 +206,7 @@ def write_shard(path: Path, arrays: dict[str, Any], attrs: dict[str, Any], compr
                 for i, item in enumerate(value):
                     ds[i] = np.ascontiguousarray(item, dtype=np.uint8).ravel()
             elif name in deflated:
-                shardfilters.create_deflated(h5, name, np.ascontiguousarray(value), rows, deflated[name])
+                shardfilters.create_deflated(h5, name, np.asarray(value), rows, deflated[name])
             else:
                 value = np.ascontiguousarray(value)
                 chunks = (rows,) + value.shape[1:] if value.ndim > 1 and n else None

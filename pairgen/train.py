@@ -36,13 +36,13 @@ from tqdm import tqdm
 from pairgen import distributed
 from pairgen.checkpoint import (FORMAT, VERSION, capture_rng, checkpoint_config, checkpoint_path, load_checkpoint,
                                 newest_checkpoint, restore_rng, save_checkpoint)
+from pairgen.curves import GAN_PANELS, plot_curves
 from pairgen.devices import resolve_device
 from pairgen.errors import UserError, writing
 from pairgen.networks import build_critic, build_generator
 from pairgen.pairdata import EpochSampler, PairData
 from pairgen.presets import GANConfig, validate
 from pairgen.shards import atomic_write_bytes
-from pairgen.curves import GAN_PANELS, plot_curves
 from pairgen.sheets import sample_sheet
 from pairgen.wgan_gp import OPTIONS, critic_step, generator_step, make_fakes
 

@@ -58,13 +58,23 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
     live on real.device); None uses the global RNG. Returns a scalar tensor (fp32, or fp64 for fp64 inputs) that
     stays in the graph (create_graph=True) so that its gradient reaches the critic's weights.
     """
-    eps_shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-    eps = torch.rand(eps_shape, generator=generator, device=real.device, dtype=torch.float32).to(real.dtype)
+    eps = interpolation_weights(real, generator)
     mixed = (eps * real.detach() + (1.0 - eps) * fake.detach()).requires_grad_(True)
     scores = critic(mixed)
     (grads,) = torch.autograd.grad(_at_least_fp32(scores).sum(), mixed, create_graph=True)
-    norms = _at_least_fp32(grads).flatten(1).norm(2, dim=1)
-    return ((norms - 1.0) ** 2).mean()
+    return penalty_of(grads)
+
+
+def interpolation_weights(real: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """ε ~ U[0, 1], one per sample, shaped B×1×…×1 in real's dtype (drawn in fp32 so the RNG stream does not
+    depend on the dtype)."""
+    eps_shape = (real.shape[0],) + (1,) * (real.dim() - 1)
+    return torch.rand(eps_shape, generator=generator, device=real.device, dtype=torch.float32).to(real.dtype)
+
+
+def penalty_of(grads: torch.Tensor) -> torch.Tensor:
+    """mean_i (||grads_i||₂ - 1)² over the batch (norm over all non-batch dims), in fp32 at least."""
+    return ((_at_least_fp32(grads).flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
 
 
 def critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_lambda: float,

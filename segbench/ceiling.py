@@ -39,8 +39,9 @@ def resolution_ceiling(test_dir: Path, out: Path | None = None) -> dict[str, Any
     Returns the summary of `evaluate_predictions` plus test_dir, training_resolution "h×w" and
     postprocess_lcc; with `out`, also writes out/per_image.csv and out/summary.json (the format of a run).
     """
-    from segbench.evaluate import evaluate_predictions, write_per_image_csv, write_summary
+    from segbench.evaluate import write_per_image_csv, write_summary
     from segbench.postprocess import predict_full
+    from segbench.predict import score_test
 
     test = load_shards(Path(test_dir))
     if test.full_masks is None:
@@ -50,14 +51,9 @@ def resolution_ceiling(test_dir: Path, out: Path | None = None) -> dict[str, Any
     single_object = len(class_names) == 2       # the same default as a run's largest-component setting
     preds = [predict_full(mask_logits(mask, len(class_names)), full.shape, single_object)
              for mask, full in zip(test.masks, test.full_masks)]
-    case_ids = test.case_id or [f"sample{int(i)}" for i in test.sample_index]
-    spacings = None if test.spacing_mm is None else [tuple(map(float, s)) for s in test.spacing_mm]
-    rows, summary = evaluate_predictions(preds, list(test.full_masks), case_ids, spacings, class_names)
-    if isinstance(summary.get("dataset"), dict):   # whole-dataset confusion numbers, named as in a run
-        summary["confusion"] = summary.pop("dataset")
+    rows, summary = score_test(test, preds, single_object)   # the same scoring as a run's test set
     height, width = test.masks.shape[1:]
-    summary.update(test_dir=str(test_dir), training_resolution=f"{height}x{width}",
-                   postprocess_lcc=single_object)
+    summary.update(test_dir=str(test_dir), training_resolution=f"{height}x{width}")
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

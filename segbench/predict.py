@@ -92,29 +92,46 @@ def evaluate_test(model: torch.nn.Module, test: ShardSet, config: SegConfig,
     Returns (per-image rows, summary, arrays for predictions.npz). Without full_masks the training-resolution
     masks are the ground truth (and spacing is then unknown).
     """
-    from segbench.evaluate import evaluate_predictions
     from segbench.postprocess import predict_full
 
-    class_names = test.class_names
-    single_object = config.postprocess_lcc if config.postprocess_lcc is not None else len(class_names) == 2
+    single_object = config.postprocess_lcc if config.postprocess_lcc is not None else len(test.class_names) == 2
     height, width = test.masks.shape[1:]
-    full = test.full_masks if test.full_masks is not None else list(test.masks)
+    full = ground_truth(test)
     preds_full, preds_low = [], []
     for i, logits in enumerate(predict_logits(model, test.images, device, config.eval_batch, config.amp)):
         preds_full.append(predict_full(logits, full[i].shape, single_object))
         preds_low.append(predict_full(logits, (height, width), single_object))
-    case_ids = test.case_id or [f"sample{int(i)}" for i in test.sample_index]
+    rows, summary = score_test(test, preds_full, single_object)
+    arrays = {"case_id": np.asarray(case_ids(test), dtype=str), "image": test.images, "mask": test.masks,
+              "pred": np.stack(preds_low).astype(np.uint8)}
+    return rows, summary, arrays
+
+
+def ground_truth(test: ShardSet) -> list[np.ndarray]:
+    """The masks a test split is scored against: its full-resolution masks, else the training-resolution ones."""
+    return list(test.full_masks) if test.full_masks is not None else list(test.masks)
+
+
+def case_ids(test: ShardSet) -> list[str]:
+    """The split's case names, or sample<index> for splits that have none."""
+    return test.case_id or [f"sample{int(i)}" for i in test.sample_index]
+
+
+def score_test(test: ShardSet, preds: list[np.ndarray], single_object: bool) -> tuple[list[dict], dict[str, Any]]:
+    """Score label maps (uint8, one per case, shaped like `ground_truth(test)`) against a real test split:
+    per-image rows and the summary of `evaluate_predictions` (distances in mm where the split has spacing),
+    with the whole-split confusion numbers as 'confusion', postprocess_lcc and evaluated_at."""
+    from segbench.evaluate import evaluate_predictions
+
     spacings = None
     if test.full_masks is not None and test.spacing_mm is not None:
         spacings = [tuple(map(float, s)) for s in test.spacing_mm]
-    rows, summary = evaluate_predictions(preds_full, full, case_ids, spacings, class_names)
+    rows, summary = evaluate_predictions(preds, ground_truth(test), case_ids(test), spacings, test.class_names)
     if isinstance(summary.get("dataset"), dict):   # whole-dataset confusion numbers; 'dataset' names the dataset
         summary["confusion"] = summary.pop("dataset")
     summary.update(postprocess_lcc=bool(single_object),
                    evaluated_at="full" if test.full_masks is not None else "training")
-    arrays = {"case_id": np.asarray(case_ids, dtype=str), "image": test.images, "mask": test.masks,
-              "pred": np.stack(preds_low).astype(np.uint8)}
-    return rows, summary, arrays
+    return rows, summary
 
 
 def _read_image(path: Path, channels: int) -> np.ndarray:

@@ -241,11 +241,11 @@ def run(config: SegConfig, workspace: Path, out: Path | None = None, resume: boo
     from segbench.augment import parse_spec
     from segbench.evaluate import write_per_image_csv, write_summary
     from segbench.mixing import MixedBatches, RealSource
-    from segbench.predict import WEIGHTS_NAME, save_weights
     from pairgen.curves import plot_curves
+    from pairgen.workspace import new_numbered_dir
+    from segbench.predict import WEIGHTS_NAME, save_weights
     from segbench.train import LOG_NAME, STATE_NAME, train_segmentation
     from segbench.unet import build_unet
-    from pairgen.workspace import new_numbered_dir
 
     started = time.monotonic()
     # under torchrun: rank 0 numbers and writes the run dir; every rank trains its share of each global batch
