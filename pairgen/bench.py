@@ -167,6 +167,31 @@ def gan_reference(config: GANConfig, device: torch.device, window: int) -> Calla
     return plain
 
 
+def graph_agreement(config: GANConfig, real: Path, workdir: Path, iters: int = 12) -> dict[str, float]:
+    """Does the CUDA-graph loop compute what the eager loop computes? Trains `iters` iterations three times from
+    the same seed (eager, eager again, graphed; a tick per iteration) and returns the largest relative difference
+    of the logged losses after the graph's warm-up iterations: graph vs eager, and eager vs eager (cuDNN's
+    non-deterministic kernels and bf16 make runs differ; the graph should differ by no more than that)."""
+    from pairgen.train import train
+
+    config = dataclasses.replace(config, iters=iters, tick_every=1, sample_every=iters, checkpoint_every=iters,
+                                 keep_checkpoints=1)
+    logs = {}
+    for name, graph in (("eager", False), ("eager2", False), ("graphed", True)):
+        run = Path(workdir) / f"agreement-{name}"
+        train(dataclasses.replace(config, cuda_graph=graph), run, real, show_progress=False)
+        logs[name] = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        shutil.rmtree(run, ignore_errors=True)
+
+    def max_rel_diff(a: str, b: str) -> float:
+        keys = ("critic_loss", "wasserstein", "gp", "generator_loss")
+        pairs = [(x[k], y[k]) for x, y in zip(logs[a][4:], logs[b][4:]) for k in keys]   # after 3 warm-ups
+        return max(abs(x - y) / max(abs(x), abs(y), 1e-6) for x, y in pairs)
+
+    return {"graph_vs_eager_max_rel_diff": max_rel_diff("graphed", "eager"),
+            "eager_vs_eager_max_rel_diff": max_rel_diff("eager2", "eager"), "agreement_iterations": iters}
+
+
 def bench_gan_train(dataset: str, preset: str, device: torch.device, window: int, rounds: int, workdir: Path,
                     ablate: bool = False) -> list[Record]:
     """Iterations/s of pairgen.train against ReferenceGAN (module docstring); with `ablate`, also each
@@ -183,6 +208,14 @@ def bench_gan_train(dataset: str, preset: str, device: torch.device, window: int
                            dataset=dataset, batch_size=config.batch_size, precision=precision,
                            penalty_bf16_rel_error=penalty_bf16_error(config, device),
                            minutes_for_10k_iterations=10_000 * float(np.median(timings.project)) / window / 60)]
+    if device.type == "cuda":   # the whole-iteration CUDA graph (pairgen.graphed) against the eager loop, always
+        eager = gan_project(dataclasses.replace(config, cuda_graph=False), real, window, workdir)
+        graphed = gan_project(dataclasses.replace(config, cuda_graph=True), real, window, workdir)
+        timings = paired_timing(graphed, eager, rounds, device)
+        records.append(make_record("gan-train [cuda-graph]", device, preset, timings, window, window, "it/s",
+                                   gan_iteration_flops(config), device_peak(device, precision),
+                                   "the same code, eager iterations", notes="ablation: ratio = with / without",
+                                   **graph_agreement(config, real, workdir)))
     if ablate:
         for name in ("fuse_real_fake", "one_generator_forward", "fused_adam"):
             records.append(ablation("gan-train", device, preset, lambda: gan_project(config, real, window, workdir),

@@ -78,6 +78,8 @@ def train(
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
     compile: bool = typer.Option(False, "--compile", help="Critic step through torch.func + torch.compile "
                                  "(compiles for a minute first; layer-norm critics only)."),
+    cuda_graph: Optional[bool] = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="Replay each iteration "
+                                              "as one CUDA graph (CUDA, one process; default: the preset's)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory from its newest checkpoint."),
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
@@ -90,7 +92,8 @@ def train(
     config = make_config(dataset, preset, root=str(root) if root else None, fold=fold, iters=iters,
                          batch_size=batch_size, mask_encoding=mask_encoding, critic_norm=critic_norm,
                          structures=_structures(structures) or None, train_fraction=train_fraction,
-                         seed=seed, device=device, compile=compile or None)
+                         seed=seed, device=device, compile=compile or None,
+                         cuda_graph=cuda_graph)
     run_dir = launch(config, workspace_root(workspace), resume)  # joins torchrun's process group, if any
     if distributed.is_rank0():
         console.print(f"[green]✓[/] GAN run in {run_dir}")

@@ -39,6 +39,7 @@ from pairgen.checkpoint import (FORMAT, VERSION, capture_rng, checkpoint_config,
 from pairgen.curves import GAN_PANELS, plot_curves
 from pairgen.devices import resolve_device
 from pairgen.errors import UserError, writing
+from pairgen.graphed import GraphedIteration, StepOutcome
 from pairgen.networks import build_critic, build_generator
 from pairgen.pairdata import EpochSampler, PairData
 from pairgen.presets import GANConfig, validate
@@ -52,8 +53,8 @@ SHEET_SAMPLES = 16
 # a generator that ignores z. Below this (about one grey level of 255) the generator has collapsed to one output.
 COLLAPSE_THRESHOLD = 0.01
 # settings that may change when a run is resumed without changing what is being trained
-RESUMABLE_CHANGES = ("iters", "device", "amp", "compile", "tick_every", "sample_every", "checkpoint_every",
-                     "keep_checkpoints")
+RESUMABLE_CHANGES = ("iters", "device", "amp", "compile", "cuda_graph", "tick_every", "sample_every",
+                     "checkpoint_every", "keep_checkpoints")
 
 
 class TrainingDiverged(UserError):
@@ -65,6 +66,14 @@ def _make_optimizer(module: nn.Module, config: GANConfig, device: torch.device) 
     # for-loop Adam in scripts/bench.py's measurements, same state_dict (old checkpoints load)
     return torch.optim.Adam(module.parameters(), lr=config.lr, betas=tuple(config.betas),
                             fused=OPTIONS.fused_adam or None)
+
+
+def use_cuda_graph(config: GANConfig, device: torch.device, world: int) -> bool:
+    """Whether to replay iterations as a CUDA graph (pairgen.graphed): asked for, on CUDA, one process (ranks
+    all-reduce between steps), eager critic step (not --compile) and the fused Adam whose found_inf skips a
+    non-finite step on the device."""
+    return (config.cuda_graph and device.type == "cuda" and world == 1 and not config.compile
+            and OPTIONS.fused_adam)
 
 
 def _restore_rank_rng(state: dict[str, Any], rank: int, world: int, seed: int) -> None:
@@ -241,26 +250,33 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
                       file=sys.stderr)
         bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if v is not None}, refresh=False)
 
+    graphed = (GraphedIteration(generator, critic, opt_g, opt_d, data, config, device, amp)
+               if use_cuda_graph(config, device, world) else None)
+    def account(outcome: StepOutcome, snapshot: list[torch.Tensor]) -> None:
+        """A step's terms into the tick's sums, or its skip into the log and the phase's bad streak."""
+        if outcome.bad is not None:
+            record_bad(outcome.phase, outcome.bad, snapshot)
+            return
+        bad_streak[outcome.phase] = 0
+        for name, value in outcome.terms.items():
+            sums[name].append(torch.as_tensor(value))
+
     while step < config.iters:
-        snapshot = [b.detach().clone() for net in nets for b in net.buffers()]
-        # all critic steps' fakes in one generator forward (G does not change during the critic steps)
-        fakes = (make_fakes(generator, config.critic_steps * config.batch_size, config, device, amp)
-                 .split(config.batch_size) if OPTIONS.one_generator_forward else [None] * config.critic_steps)
-        for fake in fakes:
-            terms, bad = critic_step(generator, critic, opt_d, data.batch(sampler.next()[rows]), config, amp,
-                                     fake, sync)
-            if bad is not None:
-                record_bad("critic", bad, snapshot)
-                continue
-            bad_streak["critic"] = 0
-            for name, value in terms.items():
-                sums[name].append(value)
-        g_loss, bad = generator_step(generator, critic, opt_g, config, device, amp, sync)
-        if bad is not None:
-            record_bad("generator", bad, snapshot)
+        if graphed is not None:  # the same iteration, decided on the device and read back once (pairgen.graphed)
+            outcomes = graphed.run(torch.stack([sampler.next()[rows] for _ in range(config.critic_steps)]))
+            for outcome in outcomes:
+                account(outcome, graphed.snapshot)
         else:
-            bad_streak["generator"] = 0
-            sums["generator_loss"].append(g_loss)
+            snapshot = [b.detach().clone() for net in nets for b in net.buffers()]
+            # all critic steps' fakes in one generator forward (G does not change during the critic steps)
+            fakes = (make_fakes(generator, config.critic_steps * config.batch_size, config, device, amp)
+                     .split(config.batch_size) if OPTIONS.one_generator_forward else [None] * config.critic_steps)
+            for fake in fakes:
+                terms, bad = critic_step(generator, critic, opt_d, data.batch(sampler.next()[rows]), config, amp,
+                                         fake, sync)
+                account(StepOutcome("critic", terms, bad), snapshot)
+            g_loss, bad = generator_step(generator, critic, opt_g, config, device, amp, sync)
+            account(StepOutcome("generator", {"generator_loss": g_loss} if bad is None else None, bad), snapshot)
         step += 1
         bar.update(1)
         if step % config.tick_every == 0 or step == config.iters:

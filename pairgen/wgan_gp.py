@@ -136,6 +136,76 @@ def make_fakes(generator: nn.Module, n: int, config: GANConfig, device: torch.de
         return generator(z).float()
 
 
+def critic_backward(generator: nn.Module, critic: nn.Module, opt_d: torch.optim.Optimizer, real: torch.Tensor,
+                    config: GANConfig, amp: bool, fake: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The critic's loss on `real` (B×(C+Kc)×H×W) against `fake` (same shape; None: B fresh fakes), with its
+    weight gradients left in param.grad (zeroed first) → (loss, {'wasserstein', 'gp'} detached). No host sync."""
+    if fake is None:
+        fake = make_fakes(generator, real.shape[0], config, real.device, amp)
+    if config.compile:  # validate() refuses --compile for a batch-norm critic
+        from pairgen.compiled import assign_grads, compiled_critic_loss
+
+        loss, terms, grads = compiled_critic_loss(critic, config.gp_lambda, amp)(real, fake)
+        opt_d.zero_grad(set_to_none=True)
+        assign_grads(critic, grads)
+    else:
+        with torch.autocast(real.device.type, torch.bfloat16, enabled=amp):
+            loss, terms = critic_loss(critic, real, fake, config.gp_lambda)
+        opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+    return loss, terms
+
+
+def generator_backward(generator: nn.Module, critic: nn.Module, opt_g: torch.optim.Optimizer, config: GANConfig,
+                       device: torch.device, amp: bool) -> torch.Tensor:
+    """-E[D(G(z))] for B fresh latents (one forward of G), its gradients left in the generator's param.grad
+    (zeroed first; the critic's weights get none) → the loss, in the graph. No host sync."""
+    critic.requires_grad_(False)  # the critic's weight gradients are not needed here
+    try:
+        z = torch.randn(config.batch_size, config.z_dim, device=device)
+        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+            loss = generator_loss(critic, generator(z))
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+    finally:
+        critic.requires_grad_(True)
+    return loss
+
+
+def finite_flags(loss: torch.Tensor, terms: dict[str, torch.Tensor], module: nn.Module) -> torch.Tensor:
+    """bool tensor [each term finite…, loss finite, every gradient of `module` finite], on the device, no host
+    sync: what a step that cannot branch on the host (a CUDA graph) decides with; see bad_term_of."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    finite = [torch.isfinite(_at_least_fp32(v.detach())).reshape(()) for v in (*terms.values(), loss)]
+    all_grads = _grads_finite(grads) if grads else torch.ones((), dtype=torch.bool, device=loss.device)
+    return torch.stack([*finite, all_grads.reshape(())])
+
+
+def bad_term_of(flags: list[bool], names: list[str]) -> str | None:
+    """finite_flags read on the host → None if the step is good (loss and gradients finite), else the first
+    non-finite term's name, else 'loss', else 'grad' (the same answer as the eager step's check)."""
+    *term_flags, loss_ok, grads_ok = flags
+    if loss_ok and grads_ok:
+        return None
+    for name, ok in zip(names, term_flags):
+        if not ok:
+            return name
+    return "loss" if not loss_ok else "grad"
+
+
+def step_unless_nonfinite(optimizer: torch.optim.Optimizer, flags: torch.Tensor) -> None:
+    """optimizer.step() that leaves weights, moments and step count untouched when flags (finite_flags) says the
+    loss or a gradient is non-finite, decided on the device: fused Adam's found_inf (the mechanism GradScaler
+    uses). Needs a fused optimiser."""
+    bad = ~(flags[-2] & flags[-1])
+    optimizer.found_inf = bad.float()  # type: ignore[attr-defined]  # read by the fused kernel
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.found_inf  # type: ignore[attr-defined]
+
+
 def critic_step(generator: nn.Module, critic: nn.Module, opt_d: torch.optim.Optimizer, real: torch.Tensor,
                 config: GANConfig, amp: bool, fake: torch.Tensor | None = None,
                 sync: GradSync | None = None) -> tuple[dict[str, torch.Tensor] | None, str | None]:
@@ -146,20 +216,7 @@ def critic_step(generator: nn.Module, critic: nn.Module, opt_d: torch.optim.Opti
     `sync` (multi-process training) averages the gradients over ranks before that check, so every rank decides
     the same.
     """
-    device_type = real.device.type
-    if fake is None:
-        fake = make_fakes(generator, real.shape[0], config, real.device, amp)
-    if config.compile:  # validate() refuses --compile for a batch-norm critic
-        from pairgen.compiled import assign_grads, compiled_critic_loss
-
-        loss, terms, grads = compiled_critic_loss(critic, config.gp_lambda, amp)(real, fake)
-        opt_d.zero_grad(set_to_none=True)
-        assign_grads(critic, grads)
-    else:
-        with torch.autocast(device_type, torch.bfloat16, enabled=amp):
-            loss, terms = critic_loss(critic, real, fake, config.gp_lambda)
-        opt_d.zero_grad(set_to_none=True)
-        loss.backward()
+    loss, terms = critic_backward(generator, critic, opt_d, real, config, amp, fake)
     checked = sync(critic, loss) if sync is not None else loss
     bad = _bad_term(checked, terms, critic)
     if bad is not None:
@@ -173,15 +230,7 @@ def generator_step(generator: nn.Module, critic: nn.Module, opt_g: torch.optim.O
                    device: torch.device, amp: bool, sync: GradSync | None = None
                    ) -> tuple[torch.Tensor | None, str | None]:
     """One generator update (one forward of G) → (loss, None) or (None, bad term); skipped when non-finite."""
-    critic.requires_grad_(False)  # the critic's weight gradients are not needed here
-    try:
-        z = torch.randn(config.batch_size, config.z_dim, device=device)
-        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            loss = generator_loss(critic, generator(z))
-        opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-    finally:
-        critic.requires_grad_(True)
+    loss = generator_backward(generator, critic, opt_g, config, device, amp)
     checked = sync(generator, loss) if sync is not None else loss
     bad = _bad_term(checked, {}, generator)
     if bad is not None:

@@ -1,47 +1,61 @@
 #!/usr/bin/env bash
-# Everything one short GPU lease is for, in one call (issues 4 and 5). Each stage runs under its own time limit,
-# so a slow stage cannot cost the next one its figures; STAGES picks them (default: all three, in this order):
-#   profile  scripts/profile_gan.py: where a thesis lung GAN iteration's time goes, eager (PROFILE_S, 60 s) and
-#            with the compiled critic step (PROFILE_COMPILED_S, 240 s)
-#   bench    scripts/gpu_check.sh: the benchmarks at the thesis presets vs their plain references (BENCH_S, 210 s)
-#   thesis   scripts/reproduce_thesis_one_fold_h100.sh: table 5.2 on SCR fold 1 at thesis scale   (THESIS_S, 300 s)
-#            (if it fails, e.g. in GAN training, the two real-only rows are still run), then segbench report
-#            over whatever finished and the generator's sample sheet
-# Measured on one H200 (2026-11-27): the bench's GAN and export workloads alone took the 200 s given to them, and
-# the GAN of the thesis stage ran at ~6 it/s (2000 iterations: 5.3 min). So one call of a 15-minute lease (at most
-# 600 s) fits `STAGES="profile bench"` (≤ 510 s) or `STAGES=thesis` (the one-fold run needs ~11 min of its own:
-# give it THESIS_S=560 and expect the last U-Nets to be cut), not all three.
-# Results go to $OUT (the device tool's output folder; default ./gpu-out): profile.txt, gpu_bench.json, bench.log,
-# thesis.log, report.txt, runs.tgz (configs, logs, summaries, per-image CSVs, report; no weights, no images),
-# gan-scr-fold1-thesis.png. Needs SCR_ROOT (the SCR lung tree; default ../shared/data/scr-lung) for `thesis`.
+# Everything one short GPU lease is for, in one call (issues 4 and 5). Each stage runs under its own time limit and
+# writes its own JSON, so a slow or failing stage cannot cost the next one its figures; STAGES picks them (default:
+# the benchmark stages, in this order; `thesis` is a lease of its own):
+#   gan       scripts/bench.py gan-train at the thesis preset: the project's loop (CUDA graph on: the default) vs the
+#             plain reference, the CUDA-graph ablation (graph vs eager iterations, paired) and the graph/eager
+#             agreement check                                                                   (GAN_S, 200 s)
+#   unet      scripts/bench.py unet-train: lung (batch 16) and Cityscapes (batch 8) U-Nets vs the plain reference,
+#             with the CUDA-graph ablation and agreement check                                   (UNET_S, 120 s)
+#   export    scripts/bench.py export: 20,000 thesis lung pairs through the threaded writer     (EXPORT_S, 110 s)
+#   pipeline  scripts/bench.py pipeline                                                         (PIPELINE_S, 45 s)
+#   profile   scripts/profile_gan.py: where an eager thesis GAN iteration's time goes, CPU vs GPU  (PROFILE_S, 60 s)
+#   compile   the same with the compiled critic step (compiling takes minutes)           (PROFILE_COMPILED_S, 240 s)
+#   thesis    scripts/reproduce_thesis_one_fold_h100.sh: table 5.2 on SCR fold 1 at thesis scale (THESIS_S, 300 s)
+#             (if it fails, e.g. in GAN training, the two real-only rows are still run), then segbench report
+#             over whatever finished and the generator's sample sheet
+# Measured on one H200 (2026-11-27, eager): the GAN of the thesis stage ran at ~6 it/s (2000 iterations: 5.3 min),
+# so the one-fold run needs ~11 min of a lease of its own (THESIS_S=560; expect the last U-Nets to be cut).
+# Results go to $OUT (the device tool's output folder; default ./gpu-out): bench-<stage>.json, bench.log,
+# profile.txt, thesis.log, report.txt, runs.tgz (configs, logs, summaries, per-image CSVs, report; no weights, no
+# images), gan-scr-fold1-thesis.png. Needs SCR_ROOT (the SCR lung tree; default ../shared/data/scr-lung) for thesis.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-out}"
 mkdir -p "$OUT"
 export COLUMNS=160 PYTHONUNBUFFERED=1 PAIRGEN_WORKSPACE="${PAIRGEN_WORKSPACE:-/tmp/pairgen-ws}" JOBS="${JOBS:-2}"
 export SCR_ROOT="${SCR_ROOT:-../shared/data/scr-lung}"
-STAGES="${STAGES:-profile bench thesis}"
+STAGES="${STAGES:-gan unet export pipeline profile}"
 WS="$PAIRGEN_WORKSPACE"
 PY=.venv/bin/python; [ -x "$PY" ] || PY=python3   # the GPU image's python3 holds torch, h5py, typer, rich
 start=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
+bench() {  # bench <stage> <seconds> <workload>: one workload of scripts/bench.py at the thesis preset
+  local log="/tmp/gpu-session-$1.log"   # the device tool returns at most 8 files: one log for all stages
+  timeout "$2" "$PY" scripts/bench.py --device cuda --preset thesis --workload "$3" --json "$OUT/bench-$1.json" \
+    > "$log" 2>&1
+  stamp "$1 rc=$?"
+  { echo "=== $1 ($3)"; cat "$log"; } >> "$OUT/bench.log"
+  grep -v '^\s*$' "$log" | tail -n 12
+}
+"$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" || true
+[[ " $STAGES " == *" gan "* ]] && bench gan "${GAN_S:-200}" gan-train
+[[ " $STAGES " == *" unet "* ]] && bench unet "${UNET_S:-120}" unet-train
+[[ " $STAGES " == *" export "* ]] && bench export "${EXPORT_S:-110}" export
+[[ " $STAGES " == *" pipeline "* ]] && bench pipeline "${PIPELINE_S:-45}" pipeline
+
 if [[ " $STAGES " == *" profile "* ]]; then
   timeout "${PROFILE_S:-60}" "$PY" scripts/profile_gan.py --preset thesis > "$OUT/profile.txt" 2>&1
   stamp "profile rc=$?"
-  head -n 40 "$OUT/profile.txt"
-  # the same with the compiled critic step (compiling takes a minute or two, untimed)
+  head -n 30 "$OUT/profile.txt"
+fi
+if [[ " $STAGES " == *" compile "* ]]; then
   timeout "${PROFILE_COMPILED_S:-240}" "$PY" scripts/profile_gan.py --preset thesis --compile \
     > "$OUT/profile-compiled.txt" 2>&1
   stamp "profile (compiled) rc=$?"
-  head -n 40 "$OUT/profile-compiled.txt"
-fi
-
-if [[ " $STAGES " == *" bench "* ]]; then
-  timeout "${BENCH_S:-210}" bash scripts/gpu_check.sh "$OUT/gpu_bench.json" > "$OUT/bench.log" 2>&1
-  stamp "bench rc=$?"
-  grep -v '^\s*$' "$OUT/bench.log" | tail -n 25
+  head -n 30 "$OUT/profile-compiled.txt"
 fi
 
 if [[ " $STAGES " == *" thesis "* ]]; then

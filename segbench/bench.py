@@ -4,7 +4,8 @@ unet-train   next(MixedBatches) + segbench.train.train_step (the functions the t
              sources, channels-last, fused Adam, bf16 autocast on CUDA) for `steps` steps of K + M = 8 pairs.
              Reference: ReferenceUNet (the same layers, written plainly), NCHW float32, default Adam, batches
              indexed from a float32 tensor. FLOPs: 3 × 2 × forward MACs per step (forward, input and weight
-             gradients).
+             gradients). On CUDA also "unet-train <dataset> [cuda-graph]": the step replayed as one CUDA graph
+             (segbench.graphed) against it eager, with graph_agreement's loss / weight differences.
 pipeline     batches of K real + M synthetic pairs as training tensors, from shard directories on disk: segbench
              loads the shards once (reported as load_s) and then draws from memory (on the GPU when it fits);
              the reference is the usual per-sample Dataset: one h5py row read per sample, then torch.stack.
@@ -16,7 +17,7 @@ import dataclasses
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import h5py
 import numpy as np
@@ -91,23 +92,77 @@ def random_shardset(kind: str, n: int, channels: int, n_classes: int, height: in
 
 
 def unet_project(config: SegConfig, real: ShardSet, synth: ShardSet, device: torch.device,
-                 steps: int) -> Callable[[], None]:
-    """A call that runs `steps` iterations of segbench's batch pipeline + train_step on a fresh model."""
-    from segbench.train import make_optimizer, prepare_model, train_step
-    from segbench.unet import build_unet
+                 steps: int, graph: bool = False) -> Callable[[], None]:
+    """A call that runs `steps` iterations of segbench's batch pipeline + train_step on a fresh model.
+    `graph`: the step as a GraphedTrainStep, its warm-up and capture done here (outside any timed call)."""
+    from segbench.graphed import GraphedTrainStep
+    from segbench.train import train_step
 
     batches = MixedBatches(RealSource(real, device), ShardSynthSource(synth, device), config.real_per_batch,
                            config.synth_per_batch, torch.Generator().manual_seed(0))
-    torch.manual_seed(0)
-    model = prepare_model(build_unet(config, real.images.shape[3], len(real.class_names)), device)
-    optimizer = make_optimizer(model, config)
+    model, optimizer = _fresh_unet(config, real, device)
+    step = GraphedTrainStep(model, optimizer, config.amp) if graph else None
+    if step is not None:
+        for _ in range(step.warmup + 1):
+            step(*next(batches)[:2])
 
     def project() -> None:
         for _ in range(steps):
             images, masks, _ = next(batches)
-            train_step(model, optimizer, images, masks, config.amp)
+            if step is None:
+                train_step(model, optimizer, images, masks, config.amp)
+            else:
+                step(images, masks)
 
     return project
+
+
+def _fresh_unet(config: SegConfig, real: ShardSet, device: torch.device):
+    """(model, optimiser) as segbench.train builds them, initialised from seed 0."""
+    from segbench.train import make_optimizer, prepare_model
+    from segbench.unet import build_unet
+
+    torch.manual_seed(0)
+    model = prepare_model(build_unet(config, real.images.shape[3], len(real.class_names)), device)
+    return model, make_optimizer(model, config)
+
+
+def graph_agreement(dataset: str, preset: str, device: torch.device, steps: int = 20) -> dict[str, Any]:
+    """Does the CUDA graph compute what train_step computes? Fresh identical models (seed 0) trained `steps`
+    steps on the same batches: train_step, GraphedTrainStep, and train_step again (the run-to-run floor of
+    cuDNN's non-deterministic kernels). Differences: losses max_i |a_i - b_i| / |b_i|; weights (all parameters
+    flattened) max |a - b| / max |b|. graph_captured: whether a graph was replayed (False on the CPU, or after
+    a failed capture)."""
+    from segbench.graphed import GraphedTrainStep
+    from segbench.train import train_step
+
+    config, channels, n_classes, height, width = seg_setup(dataset, preset, device)
+    real = random_shardset("real", 64, channels, n_classes, height, width, 0)
+    synth = random_shardset("synthetic", 64, channels, n_classes, height, width, 1)
+    batches = MixedBatches(RealSource(real, device), ShardSynthSource(synth, device), config.real_per_batch,
+                           config.synth_per_batch, torch.Generator().manual_seed(0))
+    data = [next(batches)[:2] for _ in range(steps)]
+
+    def train(graphed: bool) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        model, optimizer = _fresh_unet(config, real, device)
+        graph = GraphedTrainStep(model, optimizer, config.amp) if graphed else None
+        losses = [graph(*batch) if graph else train_step(model, optimizer, *batch, config.amp) for batch in data]
+        weights = torch.cat([p.detach().double().flatten() for p in model.parameters()]).cpu()
+        return torch.stack(losses).double().cpu(), weights, bool(graph and graph.captured)
+
+    eager_losses, eager_weights, _ = train(False)
+    graph_losses, graph_weights, captured = train(True)
+    again_losses, again_weights, _ = train(False)
+
+    def rel(a: torch.Tensor, b: torch.Tensor, elementwise: bool) -> float:
+        scale = b.abs().clamp_min(1e-30) if elementwise else b.abs().max().clamp_min(1e-30)
+        return float(((a - b).abs() / scale).max())
+
+    return {"graph_captured": captured, "agreement_steps": steps,
+            "graph_loss_max_rel_diff": rel(graph_losses, eager_losses, True),
+            "graph_weight_max_rel_diff": rel(graph_weights, eager_weights, False),
+            "eager_loss_max_rel_diff": rel(again_losses, eager_losses, True),
+            "eager_weight_max_rel_diff": rel(again_weights, eager_weights, False)}
 
 
 def unet_reference(config: SegConfig, real: ShardSet, synth: ShardSet, device: torch.device,
@@ -160,6 +215,14 @@ def bench_unet_train(dataset: str, preset: str, device: torch.device, steps: int
             records.append(ablation(f"unet-train {dataset}", device, preset,
                                     lambda: unet_project(config, real, synth, device, steps), OPTIONS, name, rounds,
                                     steps, "it/s"))
+    if device.type == "cuda":
+        # SegConfig.cuda_graph: warm-up and capture happen in unet_project, before any timed call
+        timings = paired_timing(unet_project(config, real, synth, device, steps, graph=True),
+                                unet_project(config, real, synth, device, steps), rounds, device)
+        records.append(make_record(f"unet-train {dataset} [cuda-graph]", device, preset, timings, steps, steps,
+                                   "it/s", None, (None, ""), "the same step, eager",
+                                   notes="ablation: ratio = with / without", dataset=dataset,
+                                   **graph_agreement(dataset, preset, device)))
     return records
 
 

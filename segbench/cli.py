@@ -40,6 +40,8 @@ def run(
     patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping: iterations after the last minimum."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device"),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph/--no-cuda-graph",
+                                    help="Replay each training step as one CUDA graph (CUDA, single process)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: under the workspace)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last state."),
     workspace: Optional[Path] = WorkspaceOpt,
@@ -54,7 +56,8 @@ def run(
     config = resolve_config(ws, preset=preset, dataset=dataset, fold=fold, real_per_batch=real,
                             synth_per_batch=synth, aug=aug, real_shards=real_shards, synth_shards=synth_shards,
                             synth_source=synth_source, checkpoint=checkpoint, max_iters=max_iters,
-                            min_iters=min_iters, patience=patience, seed=seed, device=device)
+                            min_iters=min_iters, patience=patience, seed=seed, device=device,
+                            cuda_graph=cuda_graph)
     run_dir = run_experiment(config, ws, out, resume)   # joins torchrun's process group, if any
     if distributed.is_rank0():
         print_run_summary(run_dir, console=console)

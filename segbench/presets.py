@@ -48,6 +48,8 @@ class SegConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True                     # bf16 autocast on CUDA
+    cuda_graph: bool = False             # whole training step as one CUDA graph on CUDA (segbench/graphed.py);
+                                         # ignored on the CPU and under torchrun with several processes
 
     @property
     def batch_size(self) -> int:

@@ -235,8 +235,8 @@ def run(config: SegConfig, workspace: Path, out: Path | None = None, resume: boo
         show_progress: bool = True) -> Path:
     """Train and evaluate one segmentation network; returns the run directory.
 
-    resume: continue the run in `out` (its own config.json wins over `config`, except the device); a complete
-    run is returned as is; an `out` without config.json starts fresh.
+    resume: continue the run in `out` (its own config.json wins over `config`, except how it executes: the device
+    and cuda_graph); a complete run is returned as is; an `out` without config.json starts fresh.
     """
     from segbench.augment import parse_spec
     from segbench.evaluate import write_per_image_csv, write_summary
@@ -259,7 +259,8 @@ def run(config: SegConfig, workspace: Path, out: Path | None = None, resume: boo
     if resuming:
         if is_complete(run_dir):
             return run_dir
-        config = dataclasses.replace(SegConfig.load(run_dir / CONFIG_NAME), device=config.device)
+        config = dataclasses.replace(SegConfig.load(run_dir / CONFIG_NAME), device=config.device,
+                                     cuda_graph=config.cuda_graph)
     if not resume and run_dir is not None and run_dir.is_dir() and any(run_dir.iterdir()):
         raise UserError(f"--out {run_dir}: not empty; pass --resume to continue that run or choose another folder")
     distributed.barrier()  # every rank has looked at --out before rank 0 writes into it

@@ -111,11 +111,12 @@ def make_optimizer(model: torch.nn.Module, config: SegConfig) -> torch.optim.Ada
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, masks: torch.Tensor,
-               amp: bool) -> torch.Tensor:
+               amp: bool, cache_enabled: bool = True) -> torch.Tensor:
     """One optimiser step on a batch (images float32 B×C×H×W in [-1, 1], masks int64 B×H×W) → the loss (a
-    detached scalar on the device; no host sync). `model` may be a DistributedDataParallel wrapper."""
+    detached scalar on the device; no host sync). `model` may be a DistributedDataParallel wrapper.
+    `cache_enabled=False`: autocast without its weight-cast cache (CUDA graph capture, segbench.graphed)."""
     images = images.contiguous(memory_format=memory_format())
-    with autocast_for(images.device, amp):
+    with autocast_for(images.device, amp, cache_enabled):
         logits = model(images)
     loss = segmentation_loss(logits, masks)
     optimizer.zero_grad(set_to_none=True)
@@ -124,9 +125,11 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images:
     return loss.detach()
 
 
-def autocast_for(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA when enabled; a no-op context on the CPU (fp32 there)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+def autocast_for(device: torch.device, amp: bool, cache_enabled: bool = True):
+    """bf16 autocast on CUDA when enabled; a no-op context on the CPU (fp32 there). `cache_enabled=False` inside
+    CUDA graph capture (PyTorch's CUDA-graph notes: autocast's cast cache must not outlive the capture)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda",
+                          cache_enabled=cache_enabled)
 
 
 @torch.no_grad()
@@ -184,6 +187,7 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
     `resume`: continue from run_dir/training_state.pt when present (else start fresh).
     `checkpoint_seconds`: minimum time between training-state saves (0: at every validation; tests).
     """
+    from segbench import graphed
     from segbench.augment import augment_batch, parse_spec
 
     for name in ("max_iters", "val_every", "eval_batch"):
@@ -240,6 +244,14 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
     running_loss, running_steps = torch.zeros((), device=device), 0
     model.train()
     rows = _rank_rows(config, batches, world)
+    # SegConfig.cuda_graph: the same step replayed as one CUDA graph (built after any resume: the graph must
+    # capture the parameter and Adam state tensors the rest of training uses); validation and checkpoints read
+    # and write those tensors in place, so nothing else changes
+    if graphed.use_graph(config.cuda_graph, device, world):
+        step = graphed.GraphedTrainStep(model, optimizer, config.amp)
+    else:
+        def step(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+            return train_step(trained, optimizer, images, masks, config.amp)
     with tqdm(total=config.max_iters, initial=iteration, desc=f"train {run_dir.name}", unit="it",
               dynamic_ncols=True, disable=not show_progress or rank != 0) as bar, \
             (open(log_path, "a") if rank == 0 else contextlib.nullcontext()) as log:
@@ -249,7 +261,7 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
                 images, masks = augment_batch(images, masks, spec, aug_generator)
             if rows is not None:
                 images, masks = images[rows], masks[rows]
-            loss = train_step(trained, optimizer, images, masks, config.amp)
+            loss = step(images, masks)
             iteration += 1
             running_loss += loss
             running_steps += 1

@@ -22,6 +22,7 @@ from pairgen.wgan_gp import critic_step, generator_step
 from tests.fixtures import make_real_tree
 
 CLASSES = ("background", "left lung")
+ORIGINAL_CRITIC_LOSS = wgan_gp_module.critic_loss
 
 
 @pytest.fixture(scope="module")
@@ -118,19 +119,23 @@ def test_non_finite_steps_leave_weights_untouched(monkeypatch: pytest.MonkeyPatc
     assert all(p.requires_grad for p in critic.parameters())
 
 
-def test_injected_nan_is_logged_and_skipped(tmp_path: Path, real: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = {"n": 0}
-    original = wgan_gp_module.critic_loss
+def nan_gp_at_call(call: int):
+    """wgan_gp.critic_loss whose penalty (and so loss) is NaN at its `call`-th call (1-based)."""
+    calls, original = {"n": 0}, ORIGINAL_CRITIC_LOSS   # not a patched one left by an earlier call
 
     def flaky(critic, real_batch, fake, gp_lambda):
         loss, terms = original(critic, real_batch, fake, gp_lambda)
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == call:
             terms["gp"] = terms["gp"] * float("nan")
             loss = loss + terms["gp"]
         return loss, terms
 
-    monkeypatch.setattr(wgan_gp_module, "critic_loss", flaky)
+    return flaky
+
+
+def test_injected_nan_is_logged_and_skipped(tmp_path: Path, real: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wgan_gp_module, "critic_loss", nan_gp_at_call(3))
     final = train(small_config(iters=2, tick_every=2), tmp_path / "run", real, show_progress=False)
     lines = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert {"event": "skip", "step": 1, "phase": "critic", "term": "gp"} in lines

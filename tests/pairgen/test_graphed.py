@@ -1,0 +1,147 @@
+"""pairgen.graphed without a GPU: its body (device-side finite checks, found_inf-skipped steps, one read-back per
+iteration) run eagerly must train exactly like the eager loop, skip and log non-finite steps the same way."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import pairgen.train as train_module
+import pairgen.wgan_gp as wgan_gp_module
+from pairgen.checkpoint import load_checkpoint
+from pairgen.graphed import GraphedIteration
+from pairgen.networks import build_critic, build_generator
+from pairgen.pairdata import PairData
+from pairgen.train import TrainingDiverged, train
+from pairgen.wgan_gp import bad_term_of, finite_flags, step_unless_nonfinite
+from tests.pairgen.test_train import nan_gp_at_call, real, small_config, ticks  # noqa: F401 - fixture
+
+__all__ = ["real"]
+
+
+@pytest.fixture
+def graphed_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Route pairgen.train through GraphedIteration on the CPU (capture is CUDA-only: the body runs eagerly)."""
+    monkeypatch.setattr(train_module, "use_cuda_graph", lambda config, device, world: True)
+
+
+def _log(run: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k not in ("it_per_s", "wall_s")}
+            for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("critic_norm", ["layer", "batch"])
+def test_graphed_body_trains_exactly_like_the_eager_loop(tmp_path: Path, real: Path, critic_norm: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    config = small_config(iters=4, tick_every=1, critic_norm=critic_norm, cuda_graph=True)
+    eager_final = train(config, tmp_path / "eager", real, show_progress=False)   # CPU: the flag is ignored
+    monkeypatch.setattr(train_module, "use_cuda_graph", lambda config, device, world: True)
+    graphed_final = train(config, tmp_path / "graphed", real, show_progress=False)
+    eager_log, graphed_log = _log(tmp_path / "eager"), _log(tmp_path / "graphed")
+    assert len(graphed_log) == 4
+    for a, b in zip(eager_log, graphed_log):   # float32 terms: the graphed path reads them back as floats
+        assert a.keys() == b.keys()
+        for key in a:
+            expected = pytest.approx(b[key], rel=1e-6, abs=1e-7) if isinstance(b[key], float) else b[key]
+            assert a[key] == expected, key
+    eager, graphed = load_checkpoint(eager_final), load_checkpoint(graphed_final)
+    for part in ("generator", "critic"):
+        for name, value in eager[part].items():
+            assert torch.equal(value, graphed[part][name]), f"{part}.{name}"
+    for part in ("opt_g", "opt_d"):   # same moments and step counts; the capture flag is not left behind
+        for index, state in eager[part]["state"].items():
+            for key, value in state.items():
+                assert torch.equal(value, graphed[part]["state"][index][key]), f"{part}[{index}].{key}"
+        assert graphed[part]["param_groups"] == eager[part]["param_groups"]
+
+
+def test_finite_flags_and_device_side_skip() -> None:
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.1, fused=True)
+    loss = layer(torch.ones(1, 3)).sum()
+    loss.backward()
+    terms = {"wasserstein": torch.tensor(1.0), "gp": torch.tensor(float("nan"))}
+    flags = finite_flags(loss, terms, layer)
+    assert flags.tolist() == [True, False, True, True]
+    assert bad_term_of(flags.tolist(), ["wasserstein", "gp"]) is None   # the loss decides, as in the eager check
+    before = [p.detach().clone() for p in layer.parameters()]
+    layer.weight.grad[0, 0] = float("inf")
+    flags = finite_flags(loss, terms, layer)
+    assert bad_term_of(flags.tolist(), ["wasserstein", "gp"]) == "gp"
+    assert bad_term_of([True, True, True, False], ["wasserstein", "gp"]) == "grad"
+    assert bad_term_of([True, True, False, True], ["wasserstein", "gp"]) == "loss"
+    step_unless_nonfinite(optimizer, flags)   # skipped on the device: weights, moments, step count untouched
+    assert all(torch.equal(p, b) for p, b in zip(layer.parameters(), before))
+    assert all(float(s["step"]) == 0 and not s["exp_avg"].any() for s in optimizer.state.values())
+    assert not hasattr(optimizer, "found_inf")
+    layer.weight.grad[0, 0] = 1.0
+    step_unless_nonfinite(optimizer, finite_flags(loss, terms, layer))
+    assert not torch.equal(layer.weight, before[0])
+    assert all(float(s["step"]) == 1 for s in optimizer.state.values())
+
+
+def test_graphed_iteration_reports_every_step(real: Path) -> None:
+    config = small_config(critic_steps=3)
+    torch.manual_seed(0)
+    generator, critic = build_generator(config), build_critic(config)
+    opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=1e-3, fused=True) for m in (generator, critic))
+    data = PairData(real / "train", config, torch.device("cpu"))
+    iteration = GraphedIteration(generator, critic, opt_g, opt_d, data, config, torch.device("cpu"), amp=False)
+    assert not iteration.capture
+    outcomes = iteration.run(torch.arange(12).reshape(3, 4) % len(data))
+    assert [o.phase for o in outcomes] == ["critic"] * 3 + ["generator"]
+    assert all(o.bad is None for o in outcomes)
+    assert set(outcomes[0].terms) == {"critic_loss", "wasserstein", "gp"}
+    assert outcomes[0].terms["critic_loss"] == pytest.approx(
+        -outcomes[0].terms["wasserstein"] + config.gp_lambda * outcomes[0].terms["gp"], rel=1e-5, abs=1e-6)
+    assert isinstance(outcomes[-1].terms["generator_loss"], float)
+    assert all(float(s["step"]) == 3 for s in opt_d.state.values())
+    assert all(float(s["step"]) == 1 for s in opt_g.state.values())
+
+
+def test_injected_nan_is_skipped_and_logged_like_the_eager_loop(tmp_path: Path, real: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    def runs(name: str) -> Path:
+        monkeypatch.setattr(wgan_gp_module, "critic_loss", nan_gp_at_call(3))
+        final = train(small_config(iters=2, tick_every=2), tmp_path / name, real, show_progress=False)
+        assert all(torch.isfinite(v).all() for v in load_checkpoint(final)["critic"].values()
+                   if v.is_floating_point())
+        return tmp_path / name
+
+    eager = runs("eager")
+    monkeypatch.setattr(train_module, "use_cuda_graph", lambda config, device, world: True)
+    graphed = runs("graphed")
+    skips = [line for line in _log(graphed) if line["event"] == "skip"]
+    assert skips == [{"event": "skip", "step": 1, "phase": "critic", "term": "gp"}]
+    assert skips == [line for line in _log(eager) if line["event"] == "skip"]
+    assert ticks(graphed)[-1]["skipped"] == 1
+    assert ticks(graphed)[-1]["critic_loss"] == pytest.approx(ticks(eager)[-1]["critic_loss"], rel=1e-6)
+
+
+def test_graphed_divergence_stops_training(tmp_path: Path, real: Path, graphed_on_cpu: None,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    original = wgan_gp_module.critic_loss
+
+    def broken(*args):
+        loss, terms = original(*args)
+        return loss * float("nan"), terms
+
+    monkeypatch.setattr(wgan_gp_module, "critic_loss", broken)
+    with pytest.raises(TrainingDiverged, match="10 consecutive non-finite critic steps"):
+        train(small_config(iters=5, checkpoint_every=100), tmp_path / "run", real, show_progress=False)
+    skips = [line for line in _log(tmp_path / "run") if line["event"] == "skip"]
+    assert len(skips) == train_module.MAX_BAD_STEPS and {s["term"] for s in skips} == {"loss"}
+
+
+def test_use_cuda_graph_only_where_it_can_work() -> None:
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    config = small_config(cuda_graph=True)
+    assert train_module.use_cuda_graph(config, cuda, 1)
+    assert not train_module.use_cuda_graph(config, cpu, 1)
+    assert not train_module.use_cuda_graph(config, cuda, 2)                   # ranks all-reduce between steps
+    assert not train_module.use_cuda_graph(small_config(cuda_graph=True, compile=True), cuda, 1)
+    assert not train_module.use_cuda_graph(small_config(cuda_graph=False), cuda, 1)   # --no-cuda-graph
