@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -193,9 +193,9 @@ def graph_agreement(config: GANConfig, real: Path, workdir: Path, iters: int = 1
 
 
 def bench_gan_train(dataset: str, preset: str, device: torch.device, window: int, rounds: int, workdir: Path,
-                    ablate: bool = False) -> list[Record]:
-    """Iterations/s of pairgen.train against ReferenceGAN (module docstring); with `ablate`, also each
-    wgan_gp.OPTIONS switch (and bf16 autocast on CUDA) against the same code without it."""
+                    ablate: bool = False) -> Iterator[Record]:
+    """Iterations/s of pairgen.train against ReferenceGAN (module docstring); with `ablate`, also each wgan_gp.OPTIONS switch (and bf16 autocast on CUDA) against the same code without it.
+    Yields each record as soon as it is measured (a time limit must not cost the ones already done)."""
     from pairgen.wgan_gp import OPTIONS
 
     config = bench_config(dataset, preset, device)
@@ -203,35 +203,45 @@ def bench_gan_train(dataset: str, preset: str, device: torch.device, window: int
     project = gan_project(config, real, window, workdir)
     timings: Paired = paired_timing(project, gan_reference(config, device, window), rounds, device)
     precision = "bf16" if device.type == "cuda" and config.amp else "fp32"
-    records = [make_record("gan-train", device, preset, timings, window, window, "it/s", gan_iteration_flops(config),
-                           device_peak(device, precision), "plain eager fp32 WGAN-GP (pairgen.reference)",
-                           dataset=dataset, batch_size=config.batch_size, precision=precision,
-                           penalty_bf16_rel_error=penalty_bf16_error(config, device),
-                           minutes_for_10k_iterations=10_000 * float(np.median(timings.project)) / window / 60)]
-    if device.type == "cuda":   # the whole-iteration CUDA graph (pairgen.graphed) against the eager loop, always
-        eager = gan_project(dataclasses.replace(config, cuda_graph=False), real, window, workdir)
-        graphed = gan_project(dataclasses.replace(config, cuda_graph=True), real, window, workdir)
-        timings = paired_timing(graphed, eager, rounds, device)
-        records.append(make_record("gan-train [cuda-graph]", device, preset, timings, window, window, "it/s",
-                                   gan_iteration_flops(config), device_peak(device, precision),
-                                   "the same code, eager iterations", notes="ablation: ratio = with / without",
-                                   **graph_agreement(config, real, workdir)))
+    yield make_record("gan-train", device, preset, timings, window, window, "it/s", gan_iteration_flops(config),
+                      device_peak(device, precision), "plain eager fp32 WGAN-GP (pairgen.reference)",
+                      dataset=dataset, batch_size=config.batch_size, precision=precision,
+                      penalty_bf16_rel_error=penalty_bf16_error(config, device),
+                      minutes_for_10k_iterations=10_000 * float(np.median(timings.project)) / window / 60)
     if ablate:
         for name in ("fuse_real_fake", "one_generator_forward", "fused_adam"):
-            records.append(ablation("gan-train", device, preset, lambda: gan_project(config, real, window, workdir),
-                                    OPTIONS, name, rounds, window, "it/s"))
+            yield ablation("gan-train", device, preset, lambda: gan_project(config, real, window, workdir),
+                           OPTIONS, name, rounds, window, "it/s")
         # torch.func + torch.compile critic step (pairgen.compiled); compiling falls in the untimed first tick
         compiled = gan_project(dataclasses.replace(config, compile=True), real, window, workdir)
         timings = paired_timing(compiled, project, rounds, device)
-        records.append(make_record("gan-train [compile]", device, preset, timings, window, window, "it/s", None,
-                                   (None, ""), "the same code, eager critic step",
-                                   notes="ablation: ratio = with / without"))
+        yield make_record("gan-train [compile]", device, preset, timings, window, window, "it/s", None,
+                          (None, ""), "the same code, eager critic step",
+                          notes="ablation: ratio = with / without")
         if device.type == "cuda":
             fp32 = gan_project(dataclasses.replace(config, amp=False), real, window, workdir)
             timings = paired_timing(project, fp32, rounds, device)
-            records.append(make_record("gan-train [amp]", device, preset, timings, window, window, "it/s", None,
-                                       (None, ""), "the same code in fp32", notes="ablation: ratio = with / without"))
-    return records
+            yield make_record("gan-train [amp]", device, preset, timings, window, window, "it/s", None,
+                              (None, ""), "the same code in fp32", notes="ablation: ratio = with / without")
+
+
+def bench_gan_graph(dataset: str, preset: str, device: torch.device, window: int, rounds: int,
+                    workdir: Path) -> Iterator[Record]:
+    """CUDA only (nothing on a CPU, where no graph is captured): pairgen.train with the whole-iteration CUDA graph
+    (pairgen.graphed) against the same loop eager, paired, with graph_agreement's figures. Its own workload, so
+    that a capture that fails (and may leave the process's CUDA context unusable) costs no other figure."""
+    if device.type != "cuda":
+        return
+    config = bench_config(dataset, preset, device)
+    real = write_real_split(config, Path(workdir) / "real")
+    eager = gan_project(dataclasses.replace(config, cuda_graph=False), real, window, workdir)
+    graphed = gan_project(dataclasses.replace(config, cuda_graph=True), real, window, workdir)
+    timings = paired_timing(graphed, eager, rounds, device)
+    precision = "bf16" if config.amp else "fp32"
+    yield make_record("gan-train [cuda-graph]", device, preset, timings, window, window, "it/s",
+                      gan_iteration_flops(config), device_peak(device, precision),
+                      "the same code, eager iterations", notes="ablation: ratio = with / without",
+                      **graph_agreement(config, real, workdir))
 
 
 def bench_export(dataset: str, preset: str, device: torch.device, n: int, n_reference: int, rounds: int,

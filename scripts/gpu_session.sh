@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Everything one short GPU lease is for, in one call (issues 4 and 5). Each stage runs under its own time limit and
 # writes its own JSON, so a slow or failing stage cannot cost the next one its figures; STAGES picks them (default:
-# the benchmark stages, in this order; `thesis` is a lease of its own):
-#   gan       scripts/bench.py gan-train at the thesis preset: the project's loop (CUDA graph on: the default) vs the
-#             plain reference, the CUDA-graph ablation (graph vs eager iterations, paired) and the graph/eager
-#             agreement check                                                                   (GAN_S, 200 s)
-#   unet      scripts/bench.py unet-train: lung (batch 16) and Cityscapes (batch 8) U-Nets vs the plain reference,
-#             with the CUDA-graph ablation and agreement check                                   (UNET_S, 120 s)
-#   export    scripts/bench.py export: 20,000 thesis lung pairs through the threaded writer     (EXPORT_S, 110 s)
-#   pipeline  scripts/bench.py pipeline                                                         (PIPELINE_S, 45 s)
-#   profile   scripts/profile_gan.py: where an eager thesis GAN iteration's time goes, CPU vs GPU  (PROFILE_S, 60 s)
-#   compile   the same with the compiled critic step (compiling takes minutes)           (PROFILE_COMPILED_S, 240 s)
+# every stage but compile and thesis, in this order; all of them take ~12 min: pick what one call of a lease
+# fits; `thesis` is a lease of its own):
+#   gan         scripts/bench.py gan-train at the thesis preset: the project's loop (CUDA graph on: the default)
+#               vs the plain reference                                                          (GAN_S, 75 s)
+#   gan-graph   the CUDA-graph ablation (graph vs eager iterations, paired) and the agreement check (GAN_GRAPH_S, 145 s)
+#   unet        unet-train: lung (batch 16) and Cityscapes (batch 8) U-Nets vs the plain reference (UNET_S, 60 s)
+#   probe       scripts/probe_capture.py: which part of the lung U-Net step fails CUDA-graph capture (PROBE_S, 70 s)
+#   unet-graph  the U-Net CUDA-graph ablation and agreement check; skipped when the probe's full step failed
+#                                                                                              (UNET_GRAPH_S, 45 s)
+#   export      scripts/bench.py export: 20,000 thesis lung pairs through the threaded writer  (EXPORT_S, 110 s)
+#   pipeline    scripts/bench.py pipeline                                                      (PIPELINE_S, 60 s)
+#   profile     scripts/profile_gan.py: where an eager thesis GAN iteration's time goes, CPU vs GPU (PROFILE_S, 60 s)
+#   compile     the same with the compiled critic step (compiling takes minutes)         (PROFILE_COMPILED_S, 240 s)
 #   thesis    scripts/reproduce_thesis_one_fold_h100.sh: table 5.2 on SCR fold 1 at thesis scale (THESIS_S, 300 s)
 #             (if it fails, e.g. in GAN training, the two real-only rows are still run), then segbench report
 #             over whatever finished and the generator's sample sheet
@@ -25,7 +28,7 @@ OUT="${OUT:-gpu-out}"
 mkdir -p "$OUT"
 export COLUMNS=160 PYTHONUNBUFFERED=1 PAIRGEN_WORKSPACE="${PAIRGEN_WORKSPACE:-/tmp/pairgen-ws}" JOBS="${JOBS:-2}"
 export SCR_ROOT="${SCR_ROOT:-../shared/data/scr-lung}"
-STAGES="${STAGES:-gan unet export pipeline profile}"
+STAGES="${STAGES:-gan gan-graph unet probe unet-graph export pipeline profile}"
 WS="$PAIRGEN_WORKSPACE"
 PY=.venv/bin/python; [ -x "$PY" ] || PY=python3   # the GPU image's python3 holds torch, h5py, typer, rich
 start=$(date +%s)
@@ -41,10 +44,20 @@ bench() {  # bench <stage> <seconds> <workload>: one workload of scripts/bench.p
   grep -v '^\s*$' "$log" | tail -n 12
 }
 "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" || true
-[[ " $STAGES " == *" gan "* ]] && bench gan "${GAN_S:-200}" gan-train
-[[ " $STAGES " == *" unet "* ]] && bench unet "${UNET_S:-120}" unet-train
+[[ " $STAGES " == *" gan "* ]] && bench gan "${GAN_S:-75}" gan-train
+[[ " $STAGES " == *" gan-graph "* ]] && bench gan-graph "${GAN_GRAPH_S:-145}" gan-graph
+[[ " $STAGES " == *" unet "* ]] && bench unet "${UNET_S:-60}" unet-train
+probe_ok=1
+if [[ " $STAGES " == *" probe "* ]]; then
+  timeout "${PROBE_S:-70}" "$PY" scripts/probe_capture.py > /tmp/gpu-session-probe.log 2>&1
+  stamp "probe rc=$?"
+  { echo "=== probe"; cat /tmp/gpu-session-probe.log; } >> "$OUT/bench.log"
+  grep "capture" /tmp/gpu-session-probe.log
+  grep -q "capture step .*ok" /tmp/gpu-session-probe.log || probe_ok=0
+fi
+[[ " $STAGES " == *" unet-graph "* ]] && [ "$probe_ok" = 1 ] && bench unet-graph "${UNET_GRAPH_S:-45}" unet-graph
 [[ " $STAGES " == *" export "* ]] && bench export "${EXPORT_S:-110}" export
-[[ " $STAGES " == *" pipeline "* ]] && bench pipeline "${PIPELINE_S:-45}" pipeline
+[[ " $STAGES " == *" pipeline "* ]] && bench pipeline "${PIPELINE_S:-60}" pipeline
 
 if [[ " $STAGES " == *" profile "* ]]; then
   timeout "${PROFILE_S:-60}" "$PY" scripts/profile_gan.py --preset thesis > "$OUT/profile.txt" 2>&1

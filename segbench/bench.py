@@ -17,7 +17,7 @@ import dataclasses
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import h5py
 import numpy as np
@@ -194,9 +194,10 @@ def unet_reference(config: SegConfig, real: ShardSet, synth: ShardSet, device: t
 
 
 def bench_unet_train(dataset: str, preset: str, device: torch.device, steps: int, rounds: int,
-                     ablate: bool = False) -> list[Record]:
+                     ablate: bool = False) -> Iterator[Record]:
     """Iterations/s of segbench's training step against ReferenceUNet's plain step (module docstring); with
-    `ablate`, also each segbench.train.OPTIONS switch against the same code without it."""
+    `ablate`, also each segbench.train.OPTIONS switch against the same code without it. Yields each record as
+    soon as it is measured."""
     from segbench.train import OPTIONS
 
     config, channels, n_classes, height, width = seg_setup(dataset, preset, device)
@@ -205,25 +206,33 @@ def bench_unet_train(dataset: str, preset: str, device: torch.device, steps: int
     timings = paired_timing(unet_project(config, real, synth, device, steps),
                             unet_reference(config, real, synth, device, steps), rounds, device)
     precision = "bf16" if device.type == "cuda" and config.amp else "fp32"
-    records = [make_record("unet-train", device, preset, timings, steps, steps, "it/s",
-                           unet_step_flops(config, channels, n_classes, height, width), device_peak(device, precision),
-                           "plain eager fp32 U-Net step (segbench.bench.ReferenceUNet)", dataset=dataset,
-                           batch_size=config.batch_size, depth=config.depth, filters=config.filters,
-                           resolution=f"{height}x{width}", precision=precision)]
+    yield make_record("unet-train", device, preset, timings, steps, steps, "it/s",
+                      unet_step_flops(config, channels, n_classes, height, width), device_peak(device, precision),
+                      "plain eager fp32 U-Net step (segbench.bench.ReferenceUNet)", dataset=dataset,
+                      batch_size=config.batch_size, depth=config.depth, filters=config.filters,
+                      resolution=f"{height}x{width}", precision=precision)
     if ablate:
         for name in ("channels_last", "fused_adam"):
-            records.append(ablation(f"unet-train {dataset}", device, preset,
-                                    lambda: unet_project(config, real, synth, device, steps), OPTIONS, name, rounds,
-                                    steps, "it/s"))
-    if device.type == "cuda":
-        # SegConfig.cuda_graph: warm-up and capture happen in unet_project, before any timed call
-        timings = paired_timing(unet_project(config, real, synth, device, steps, graph=True),
-                                unet_project(config, real, synth, device, steps), rounds, device)
-        records.append(make_record(f"unet-train {dataset} [cuda-graph]", device, preset, timings, steps, steps,
-                                   "it/s", None, (None, ""), "the same step, eager",
-                                   notes="ablation: ratio = with / without", dataset=dataset,
-                                   **graph_agreement(dataset, preset, device)))
-    return records
+            yield ablation(f"unet-train {dataset}", device, preset,
+                           lambda: unet_project(config, real, synth, device, steps), OPTIONS, name, rounds,
+                           steps, "it/s")
+
+
+def bench_unet_graph(dataset: str, preset: str, device: torch.device, steps: int, rounds: int) -> Iterator[Record]:
+    """CUDA only (nothing on a CPU): the U-Net step as one CUDA graph (segbench.graphed) against the same step
+    eager, paired, with graph_agreement's figures; its own workload (a failed capture may leave the process's
+    CUDA context unusable). Warm-up and capture happen in unet_project, before any timed call."""
+    if device.type != "cuda":
+        return
+    config, channels, n_classes, height, width = seg_setup(dataset, preset, device)
+    real = random_shardset("real", 64, channels, n_classes, height, width, 0)
+    synth = random_shardset("synthetic", 64, channels, n_classes, height, width, 1)
+    timings = paired_timing(unet_project(config, real, synth, device, steps, graph=True),
+                            unet_project(config, real, synth, device, steps), rounds, device)
+    yield make_record(f"unet-train {dataset} [cuda-graph]", device, preset, timings, steps, steps,
+                      "it/s", None, (None, ""), "the same step, eager",
+                      notes="ablation: ratio = with / without", dataset=dataset,
+                      **graph_agreement(dataset, preset, device))
 
 
 def _write_split(directory: Path, shardset: ShardSet) -> Path:
@@ -289,3 +298,54 @@ def bench_pipeline(dataset: str, preset: str, device: torch.device, n_batches: i
     return make_record("pipeline", device, preset, timings, n_batches * size, n_reference * size, "samples/s", None,
                        (None, "no FLOPs counted"), "per-sample h5py reads + torch.stack", dataset=dataset,
                        batch_size=size, load_s=load_s, **{f"with_aug_{aug}_samples_per_s": with_aug})
+
+
+CAPTURE_PHASES = ("step", "forward", "backward", "adam", "step-fp32")   # the full step first
+
+
+def probe_unet_capture(dataset: str, preset: str, device: torch.device, phase: str) -> str:
+    """Diagnostic for a failing segbench.graphed capture: capture one part of the U-Net training step as a CUDA
+    graph, after 3 eager warm-up steps on a side stream, and replay it once. phase: 'forward' (no grad),
+    'backward' (forward + loss + backward), 'adam' (the fused Adam step alone), 'step' (train_step, bf16
+    autocast as configured), 'step-fp32' (train_step without autocast). Returns 'ok', or raises what the capture
+    raised. One phase per process: a failed capture can leave the process's CUDA context unusable."""
+    from segbench.train import autocast_for, memory_format, segmentation_loss, train_step
+
+    if phase not in CAPTURE_PHASES:
+        raise ValueError(f"phase must be one of {CAPTURE_PHASES}, not {phase!r}")
+    config, channels, n_classes, height, width = seg_setup(dataset, preset, device)
+    real = random_shardset("real", 64, channels, n_classes, height, width, 0)
+    synth = random_shardset("synthetic", 64, channels, n_classes, height, width, 1)
+    batches = MixedBatches(RealSource(real, device), ShardSynthSource(synth, device), config.real_per_batch,
+                           config.synth_per_batch, torch.Generator().manual_seed(0))
+    model, optimizer = _fresh_unet(config, real, device)
+    images, masks, _ = next(batches)
+    images = images.contiguous(memory_format=memory_format())
+    amp = config.amp and phase != "step-fp32"
+    side, current = torch.cuda.Stream(device), torch.cuda.current_stream(device)
+    side.wait_stream(current)
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            train_step(model, optimizer, images, masks, amp)
+    current.wait_stream(side)
+    torch.cuda.synchronize(device)
+    for group in optimizer.param_groups:
+        group["capturable"] = True
+    if phase != "adam":
+        optimizer.zero_grad(set_to_none=True)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        if phase == "forward":
+            with torch.no_grad(), autocast_for(device, amp, cache_enabled=False):
+                model(images)
+        elif phase == "backward":
+            with autocast_for(device, amp, cache_enabled=False):
+                logits = model(images)
+            segmentation_loss(logits, masks).backward()
+        elif phase == "adam":
+            optimizer.step()
+        else:
+            train_step(model, optimizer, images, masks, amp, cache_enabled=False)
+    graph.replay()
+    torch.cuda.synchronize(device)
+    return "ok"

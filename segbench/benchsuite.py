@@ -14,7 +14,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -26,9 +26,10 @@ from pairgen.perf import Record
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(gan=(5, 7), export=(8192, 128, 3, 4096), unet=(10, 9), pipeline=(500, 5)),
     "small": dict(gan=(2, 5), export=(2048, 48, 3, 1024), unet=(4, 7), pipeline=(500, 5)),
-    "thesis": dict(gan=(30, 3), export=(20_000, 200, 2, 4096), unet=(30, 5), pipeline=(2000, 5)),
+    "thesis": dict(gan=(20, 3), export=(20_000, 200, 2, 4096), unet=(30, 5), pipeline=(2000, 5)),
 }
-WORKLOADS = ("gan-train", "export", "unet-train", "pipeline")
+# gan-graph / unet-graph: the CUDA-graph ablations (CUDA only; no records on a CPU)
+WORKLOADS = ("gan-train", "gan-graph", "export", "unet-train", "unet-graph", "pipeline")
 
 
 def run_suite(device: torch.device, preset: str, dataset: str = "scr-lung", workloads: tuple[str, ...] = WORKLOADS,
@@ -36,8 +37,8 @@ def run_suite(device: torch.device, preset: str, dataset: str = "scr-lung", work
               on_record: Any = None) -> list[Record]:
     """Run the chosen workloads at `preset` on `device`; `echo` gets one line per finished record and
     `on_record` (if given) the list of records so far, so a caller can save them before a time limit strikes."""
-    from pairgen.bench import bench_export, bench_gan_train
-    from segbench.bench import bench_pipeline, bench_unet_train
+    from pairgen.bench import bench_export, bench_gan_graph, bench_gan_train
+    from segbench.bench import bench_pipeline, bench_unet_graph, bench_unet_train
 
     sizes = SIZES[preset]
     records: list[Record] = []
@@ -47,33 +48,44 @@ def run_suite(device: torch.device, preset: str, dataset: str = "scr-lung", work
         def add(measure: Any) -> None:
             # One failing workload (a CUDA-only path, say) must not cost the others' figures on a rented GPU:
             # print its traceback, record nothing for it, go on. The caller sees the failure in the output.
+            # A measure returns one record, a list, or yields records one by one: each is printed and handed to
+            # on_record as soon as it exists, so a time limit or a later failure keeps it.
             try:
                 new = measure()
+                for record in [new] if isinstance(new, Record) else new:
+                    records.append(record)
+                    echo(format_row(record))
+                    if on_record is not None:
+                        on_record(list(records))
             except Exception:  # noqa: BLE001 - reported in full below, never swallowed silently
                 traceback.print_exc()
                 echo(f"FAILED: {measure.__name__} ({preset}, {device})")
-                return
-            for record in new if isinstance(new, list) else [new]:
-                records.append(record)
-                echo(format_row(record))
-            if on_record is not None:
-                on_record(list(records))
 
         if "gan-train" in workloads:
-            def gan_train() -> list[Record]:
+            def gan_train() -> Iterator[Record]:
                 return bench_gan_train(dataset, preset, device, *sizes["gan"], work / "gan", ablate=ablate)
             add(gan_train)
+        if "gan-graph" in workloads:
+            def gan_graph() -> Iterator[Record]:
+                return bench_gan_graph(dataset, preset, device, *sizes["gan"], work / "gan-graph")
+            add(gan_graph)
         if "export" in workloads:
             def export() -> Record:
                 n, n_ref, rounds, per_shard = sizes["export"]
                 return bench_export(dataset, preset, device, n, n_ref, rounds, _mkdir(work / "export"),
                                     samples_per_shard=per_shard)
             add(export)
+        unet_datasets = [dataset, "cityscapes"] if preset == "thesis" and dataset != "cityscapes" else [dataset]
         if "unet-train" in workloads:
-            for name in ([dataset, "cityscapes"] if preset == "thesis" and dataset != "cityscapes" else [dataset]):
-                def unet_train(name: str = name) -> list[Record]:
+            for name in unet_datasets:
+                def unet_train(name: str = name) -> Iterator[Record]:
                     return bench_unet_train(name, preset, device, *sizes["unet"], ablate=ablate)
                 add(unet_train)
+        if "unet-graph" in workloads:
+            for name in unet_datasets:
+                def unet_graph(name: str = name) -> Iterator[Record]:
+                    return bench_unet_graph(name, preset, device, *sizes["unet"])
+                add(unet_graph)
         if "pipeline" in workloads:
             def pipeline() -> Record:
                 return bench_pipeline(dataset, preset, device, *sizes["pipeline"], _mkdir(work / "pipeline"))

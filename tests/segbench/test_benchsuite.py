@@ -44,3 +44,20 @@ def test_failing_workload_keeps_the_others_and_saves_as_it_goes(monkeypatch: pyt
     on_disk = json.loads((tmp_path / "bench.json").read_text())
     assert [r["workload"] for r in on_disk] == ["export", "unet-train", "pipeline"]
     assert on_disk[2]["throughput"] == 5.0 and on_disk[2]["ratio_vs_reference"] == 2.0
+
+
+def test_a_record_yielded_before_a_failure_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pairgen.bench
+
+    def half_done(*args, **kwargs):
+        yield _record("gan-train", 4.0)
+        raise RuntimeError("the CUDA-graph ablation broke")
+
+    monkeypatch.setattr(pairgen.bench, "bench_gan_train", half_done)
+    lines: list[str] = []
+    records = benchsuite.run_suite(torch.device("cpu"), "tiny", workloads=("gan-train",), echo=lines.append,
+                                   on_record=lambda so_far: benchsuite.save_json(so_far, tmp_path / "b.json"),
+                                   workdir=tmp_path)
+    assert [r.workload for r in records] == ["gan-train"]
+    assert lines[-1] == "FAILED: gan_train (tiny, cpu)" and lines[0].startswith("gan-train")
+    assert [r["workload"] for r in json.loads((tmp_path / "b.json").read_text())] == ["gan-train"]
