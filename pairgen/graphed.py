@@ -13,8 +13,12 @@ algorithm:
   flags and loss terms once per iteration (one sync instead of the eager loop's six) and logs skips afterwards.
 * the batch-norm buffers are snapshotted inside the graph at the start of the iteration; a skipped step whose
   forward poisoned them gets them restored after the iteration rather than before the next step.
-* the real batches are gathered inside the graph from an S×B index buffer the host fills before each replay;
-  z and ε come from the CUDA generator, which PyTorch advances per replay (fresh draws every iteration).
+* the real batches are gathered inside the graph from an S×B index buffer the host fills before each replay, and
+  z and ε are drawn outside it, before each replay, into static buffers: the same calls on the same generator in
+  the same order as the eager loop, so both draw the same numbers (and the checkpointed RNG state means the same).
+  (Drawn inside the graph, PyTorch advances the generator per replay, but the streams differ from the eager
+  loop's, and the first H200 agreement check could not tell that apart from a bug: up to 21 % difference in
+  per-iteration losses against an eager loop that reproduced itself exactly.)
 
 Without capture (CPU, or a capture that failed) `run` executes the same body eagerly: on CPU this gives exactly
 the eager loop's numbers (tests/pairgen/test_graphed.py), which is how the body is tested without a GPU.
@@ -31,8 +35,8 @@ from torch import nn
 
 from pairgen.pairdata import PairData
 from pairgen.presets import GANConfig
-from pairgen.wgan_gp import (bad_term_of, critic_backward, finite_flags, generator_backward, make_fakes,
-                             step_unless_nonfinite)
+from pairgen.wgan_gp import (bad_term_of, critic_backward, finite_flags, generator_backward, interpolation_weights,
+                             make_fakes, step_unless_nonfinite)
 
 CRITIC_TERMS = ["wasserstein", "gp"]
 
@@ -58,7 +62,12 @@ class GraphedIteration:
         self.data, self.config, self.device, self.amp = data, config, device, amp
         self.capture = device.type == "cuda" if capture is None else capture
         self.warmup = warmup
-        self.index = torch.zeros(config.critic_steps, config.batch_size, dtype=torch.long, device=device)
+        steps, batch = config.critic_steps, config.batch_size
+        self.index = torch.zeros(steps, batch, dtype=torch.long, device=device)
+        # the iteration's random draws (see the module docstring): fakes' z, each critic step's ε, the generator's z
+        self.z_fakes = torch.zeros(steps * batch, config.z_dim, device=device)
+        self.eps = torch.zeros(steps, batch, 1, 1, 1, device=device)
+        self.z_generator = torch.zeros(batch, config.z_dim, device=device)
         self.buffers = [b for net in (generator, critic) for b in net.buffers()]
         self.snapshot = [b.detach().clone() for b in self.buffers]   # the iteration's starting BN statistics
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -72,17 +81,19 @@ class GraphedIteration:
         config, amp = self.config, self.amp
         if self.buffers:
             torch._foreach_copy_(self.snapshot, [b.detach() for b in self.buffers])
-        fakes = make_fakes(self.generator, config.critic_steps * config.batch_size, config, self.device,
-                           amp).split(config.batch_size)   # G is fixed during the critic steps: one forward
+        fakes = make_fakes(self.generator, config.critic_steps * config.batch_size, config, self.device, amp,
+                           z=self.z_fakes).split(config.batch_size)   # G is fixed during the critic steps
         values, flags = [], []
         for step, fake in enumerate(fakes):
             real = self.data.batch(self.index[step])
-            loss, terms = critic_backward(self.generator, self.critic, self.opt_d, real, config, amp, fake)
+            loss, terms = critic_backward(self.generator, self.critic, self.opt_d, real, config, amp, fake,
+                                          eps=self.eps[step])
             ok = finite_flags(loss, terms, self.critic)
             step_unless_nonfinite(self.opt_d, ok)
             values.append(torch.stack([loss.detach().float(), terms["wasserstein"].float(), terms["gp"].float()]))
             flags.append(ok)
-        g_loss = generator_backward(self.generator, self.critic, self.opt_g, config, self.device, amp)
+        g_loss = generator_backward(self.generator, self.critic, self.opt_g, config, self.device, amp,
+                                    z=self.z_generator)
         ok = finite_flags(g_loss, {}, self.generator)
         step_unless_nonfinite(self.opt_g, ok)
         zero = torch.zeros((), device=self.device)
@@ -109,7 +120,8 @@ class GraphedIteration:
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
             print(f"pairgen train: CUDA graph capture failed ({exc.__class__.__name__}: {str(exc)[:200]}); "
-                  "training eagerly", file=sys.stderr)
+                  "training eagerly (if CUDA then reports a capturing stream, rerun with --no-cuda-graph)",
+                  file=sys.stderr)
         finally:
             for group in (g for opt in optimizers for g in opt.param_groups):
                 group["capturable"] = False   # checkpoints keep the eager optimiser's settings
@@ -119,6 +131,7 @@ class GraphedIteration:
         first. The first `warmup` calls run eagerly (on a side stream on CUDA, as capture requires), the next
         captures and replays, later ones replay."""
         self.index.copy_(index)
+        self._draw()
         if not self.capture:
             values, flags = self._body()
         elif self.calls < self.warmup:
@@ -138,6 +151,14 @@ class GraphedIteration:
                 values, flags = self._body()
         self.calls += 1
         return self._outcomes(values.cpu().tolist(), flags.cpu().tolist())   # the iteration's one host sync
+
+    def _draw(self) -> None:
+        """This iteration's z and ε into the static buffers, drawn as the eager loop draws them (the fakes' z,
+        then each critic step's ε, then the generator's z) from the global RNG."""
+        self.z_fakes.copy_(torch.randn(self.z_fakes.shape, device=self.device))
+        for eps in self.eps:
+            eps.copy_(interpolation_weights(eps))   # eps: B×1×1×1 float32, the shape the penalty draws
+        self.z_generator.copy_(torch.randn(self.z_generator.shape, device=self.device))
 
     def _outcomes(self, values: list[list[float]], flags: list[list[bool]]) -> list[StepOutcome]:
         outcomes = []

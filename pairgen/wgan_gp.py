@@ -51,14 +51,15 @@ def _at_least_fp32(value: torch.Tensor) -> torch.Tensor:
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+                     generator: torch.Generator | None = None, eps: torch.Tensor | None = None) -> torch.Tensor:
     """mean_i (||∇_x D(x̂_i)||₂ - 1)², x̂_i = ε_i·real_i + (1-ε_i)·fake_i, ε_i ~ U[0, 1] per sample.
 
     real, fake: float B×… (same shape); the norm runs over all non-batch dims. `generator` draws ε (it must
-    live on real.device); None uses the global RNG. Returns a scalar tensor (fp32, or fp64 for fp64 inputs) that
+    live on real.device); None uses the global RNG; `eps` (B×1×…×1, from interpolation_weights) skips the
+    draw. Returns a scalar tensor (fp32, or fp64 for fp64 inputs) that
     stays in the graph (create_graph=True) so that its gradient reaches the critic's weights.
     """
-    eps = interpolation_weights(real, generator)
+    eps = interpolation_weights(real, generator) if eps is None else eps
     mixed = (eps * real.detach() + (1.0 - eps) * fake.detach()).requires_grad_(True)
     scores = critic(mixed)
     (grads,) = torch.autograd.grad(_at_least_fp32(scores).sum(), mixed, create_graph=True)
@@ -78,7 +79,8 @@ def penalty_of(grads: torch.Tensor) -> torch.Tensor:
 
 
 def critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_lambda: float,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                generator: torch.Generator | None = None, eps: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Critic loss E[D(fake)] - E[D(real)] + gp_lambda·GP (scalar float32, in the graph) and its terms.
 
     terms: 'wasserstein' = E[D(real)] - E[D(fake)] and 'gp' = the unweighted penalty, both detached scalars.
@@ -90,7 +92,7 @@ def critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_la
         wasserstein = scores[:real.shape[0]].mean() - scores[real.shape[0]:].mean()
     else:
         wasserstein = _at_least_fp32(critic(real)).mean() - _at_least_fp32(critic(fake)).mean()
-    penalty = gradient_penalty(critic, real, fake, generator)
+    penalty = gradient_penalty(critic, real, fake, generator, eps)
     loss = -wasserstein + gp_lambda * penalty
     return loss, {"wasserstein": wasserstein.detach(), "gp": penalty.detach()}
 
@@ -124,23 +126,26 @@ def _bad_term(loss: torch.Tensor, terms: dict[str, torch.Tensor], module: nn.Mod
     return "loss" if not bool(torch.isfinite(loss)) else "grad"
 
 
-def make_fakes(generator: nn.Module, n: int, config: GANConfig, device: torch.device, amp: bool) -> torch.Tensor:
-    """n fakes float32 n×(C+Kc)×H×W from z ~ N(0, I), without a graph (the critic steps' inputs).
+def make_fakes(generator: nn.Module, n: int, config: GANConfig, device: torch.device, amp: bool,
+               z: torch.Tensor | None = None) -> torch.Tensor:
+    """n fakes float32 n×(C+Kc)×H×W from z ~ N(0, I) (or the given z, n×z_dim), without a graph (the critic
+    steps' inputs).
 
     The training loop draws all critic steps' fakes of an iteration in one call: the generator does not change
     during the critic steps, so this is the same distribution as one forward per step, except that the
     generator's batch norm (train mode) normalises over all n rows instead of each step's B.
     """
-    z = torch.randn(n, config.z_dim, device=device)
+    z = torch.randn(n, config.z_dim, device=device) if z is None else z
     with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=amp):
         return generator(z).float()
 
 
 def critic_backward(generator: nn.Module, critic: nn.Module, opt_d: torch.optim.Optimizer, real: torch.Tensor,
-                    config: GANConfig, amp: bool, fake: torch.Tensor | None = None
+                    config: GANConfig, amp: bool, fake: torch.Tensor | None = None, eps: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The critic's loss on `real` (B×(C+Kc)×H×W) against `fake` (same shape; None: B fresh fakes), with its
-    weight gradients left in param.grad (zeroed first) → (loss, {'wasserstein', 'gp'} detached). No host sync."""
+    weight gradients left in param.grad (zeroed first) → (loss, {'wasserstein', 'gp'} detached). No host sync.
+    `eps`: the penalty's interpolation weights (None: drawn here; the compiled step always draws its own)."""
     if fake is None:
         fake = make_fakes(generator, real.shape[0], config, real.device, amp)
     if config.compile:  # validate() refuses --compile for a batch-norm critic
@@ -151,19 +156,19 @@ def critic_backward(generator: nn.Module, critic: nn.Module, opt_d: torch.optim.
         assign_grads(critic, grads)
     else:
         with torch.autocast(real.device.type, torch.bfloat16, enabled=amp):
-            loss, terms = critic_loss(critic, real, fake, config.gp_lambda)
+            loss, terms = critic_loss(critic, real, fake, config.gp_lambda, eps=eps)
         opt_d.zero_grad(set_to_none=True)
         loss.backward()
     return loss, terms
 
 
 def generator_backward(generator: nn.Module, critic: nn.Module, opt_g: torch.optim.Optimizer, config: GANConfig,
-                       device: torch.device, amp: bool) -> torch.Tensor:
-    """-E[D(G(z))] for B fresh latents (one forward of G), its gradients left in the generator's param.grad
-    (zeroed first; the critic's weights get none) → the loss, in the graph. No host sync."""
+                       device: torch.device, amp: bool, z: torch.Tensor | None = None) -> torch.Tensor:
+    """-E[D(G(z))] for B fresh latents (or the given z, B×z_dim; one forward of G), its gradients left in the
+    generator's param.grad (zeroed first; the critic's weights get none) → the loss, in the graph. No host sync."""
     critic.requires_grad_(False)  # the critic's weight gradients are not needed here
     try:
-        z = torch.randn(config.batch_size, config.z_dim, device=device)
+        z = torch.randn(config.batch_size, config.z_dim, device=device) if z is None else z
         with torch.autocast(device.type, torch.bfloat16, enabled=amp):
             loss = generator_loss(critic, generator(z))
         opt_g.zero_grad(set_to_none=True)

@@ -3,8 +3,9 @@
 The thesis lung step is launch-bound on a GPU (hundreds of small kernels per step). GraphedTrainStep captures
 forward + loss + backward + fused Adam step once, following PyTorch's "whole network capture" recipe, and then
 launches the whole step as one graph replay:
-  calls 1 … warmup   eager train_step on a side stream (cuDNN autotuning, Adam state, lazy initialisations)
-  call warmup + 1    copy the batch into static buffers, capture the step, replay it once (capture executes
+  calls 1 … warmup   copy the batch into static buffers, eager train_step on them on a side stream (cuDNN
+                     autotuning for exactly these tensors, Adam state, lazy initialisations)
+  call warmup + 1    copy the batch into the static buffers, capture the step, replay it once (capture executes
                      nothing: the replay is this batch's step)
   later calls        copy the batch into the static buffers, replay
 Every call is one real optimiser step on its own batch, as train_step's. Eager instead: a batch of another shape
@@ -65,18 +66,23 @@ class GraphedTrainStep:
         self.calls += 1
         if self.failed:
             return self._eager(images, masks)
-        if self.calls <= self.warmup:
-            return self._eager(images, masks, side_stream=self.capture)
         if self.static_images is None:
-            self.static_images = torch.empty_like(images, memory_format=memory_format())
+            # Exactly the strides train_step's convolutions see: for one image channel NCHW is already
+            # "channels-last contiguous" (65536, 65536, 256, 1), while a tensor made channels-last has
+            # (65536, 1, 256, 1). cuDNN's algorithm cache keys on strides, so a buffer of other strides than the
+            # warm-up's would make cuDNN benchmark during capture, which invalidates it: how the lung U-Net's
+            # capture failed on an H200 while the 3-channel Cityscapes one worked.
+            layout = images.contiguous(memory_format=memory_format())
+            self.static_images = torch.empty_strided(layout.size(), layout.stride(), dtype=layout.dtype,
+                                                     device=layout.device)
             self.static_masks = torch.empty_like(masks)
-            self._fill(images, masks)
-            if self.capture and not self._capture():
-                return self._eager(images, masks)
-            return self._replay()
         if images.shape != self.static_images.shape or masks.shape != self.static_masks.shape:
             return self._eager(images, masks)   # e.g. a short last batch: eager for this call only
         self._fill(images, masks)
+        if self.calls <= self.warmup:   # warm up on the very buffers the graph will read
+            return self._eager(self.static_images, self.static_masks, side_stream=self.capture)
+        if self.capture and self.graph is None and not self._capture():
+            return self._eager(images, masks)
         return self._replay()
 
     def _fill(self, images: torch.Tensor, masks: torch.Tensor) -> None:
@@ -117,8 +123,8 @@ class GraphedTrainStep:
             self.failed, self.graph = True, None
             self.static_images = self.static_masks = self.static_loss = None
             self.optimizer.zero_grad(set_to_none=True)
-            tqdm.write(f"segbench: CUDA graph capture failed ({exc.__class__.__name__}: {exc}); training eagerly",
-                       file=sys.stderr)
+            tqdm.write(f"segbench: CUDA graph capture failed ({exc.__class__.__name__}: {exc}); training eagerly "
+                       "(if CUDA then reports a capturing stream, run without --cuda-graph)", file=sys.stderr)
             return False
         finally:
             for group, flag in zip(groups, flags):

@@ -123,8 +123,8 @@ def nan_gp_at_call(call: int):
     """wgan_gp.critic_loss whose penalty (and so loss) is NaN at its `call`-th call (1-based)."""
     calls, original = {"n": 0}, ORIGINAL_CRITIC_LOSS   # not a patched one left by an earlier call
 
-    def flaky(critic, real_batch, fake, gp_lambda):
-        loss, terms = original(critic, real_batch, fake, gp_lambda)
+    def flaky(critic, real_batch, fake, gp_lambda, **kwargs):
+        loss, terms = original(critic, real_batch, fake, gp_lambda, **kwargs)
         calls["n"] += 1
         if calls["n"] == call:
             terms["gp"] = terms["gp"] * float("nan")
@@ -148,8 +148,8 @@ def test_divergence_names_last_good_checkpoint(tmp_path: Path, real: Path, monke
     train(small_config(iters=1, checkpoint_every=1), run, real, show_progress=False)
     original = wgan_gp_module.critic_loss
 
-    def broken(*args):
-        loss, terms = original(*args)
+    def broken(*args, **kwargs):
+        loss, terms = original(*args, **kwargs)
         return loss * float("nan"), terms
 
     monkeypatch.setattr(wgan_gp_module, "critic_loss", broken)

@@ -258,3 +258,19 @@ def test_graph_agreement_on_cpu_is_exact() -> None:
     for key in ("graph_loss_max_rel_diff", "graph_weight_max_rel_diff", "eager_loss_max_rel_diff",
                 "eager_weight_max_rel_diff"):
         assert result[key] == pytest.approx(0.0, abs=1e-6), key
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_static_buffers_have_the_strides_the_convolutions_saw(channels: int) -> None:
+    # One channel: NCHW is already "channels-last contiguous" with NCHW strides, and a buffer *made* channels-last
+    # has other strides; cuDNN keys its algorithm cache on strides, so such a buffer made the H200 benchmark
+    # inside the capture, which failed (the lung U-Net; 3-channel Cityscapes captured fine).
+    config = tiny_config()
+    model = prepare_model(build_unet(config, channels, 2), CPU)
+    step = GraphedTrainStep(model, make_optimizer(model, config), amp=False, capture=False)
+    images = torch.rand(3, channels, 16, 16) * 2 - 1
+    step(images, torch.randint(0, 2, (3, 16, 16)))
+    expected = images.contiguous(memory_format=segbench.train.memory_format()).stride()
+    assert step.static_images.stride() == expected
+    if channels == 1:
+        assert expected != torch.empty_like(images, memory_format=torch.channels_last).stride()
