@@ -305,3 +305,32 @@ def _write_rates(config: GANConfig, n: int, workdir: Path) -> dict[str, float]:
                 shards.write_shard(Path(tmp) / f"{name}.h5", arrays, attrs, compression=compression, pool=pool)
                 rates[f"write_only_{name}_samples_per_s"] = n / (time.perf_counter() - start)
     return rates
+
+
+def gan_iteration_bytes(config: GANConfig, amp: bool = True) -> float:
+    """Bytes one training iteration moves at config.batch_size as eager kernels run it (pairgen.traffic):
+    the fakes' forward, S critic steps and the generator step with their fused Adam updates, counted on the CPU
+    with bf16 autocast when `amp` (the dtypes of the CUDA step) and extrapolated from batches 1 and 2."""
+    from pairgen.traffic import bytes_at_batch, traffic_of
+    from pairgen.wgan_gp import critic_step, generator_step, make_fakes
+
+    cpu = torch.device("cpu")
+
+    def at(batch: int) -> int:
+        small = dataclasses.replace(config, batch_size=batch, device="cpu")
+        torch.manual_seed(0)
+        generator, critic = build_generator(small), build_critic(small)
+        opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=small.lr, betas=small.betas, fused=True)
+                        for m in (generator, critic))
+        real = random_pair_batch(small, batch)
+
+        def iteration() -> None:
+            fakes = make_fakes(generator, small.critic_steps * batch, small, cpu, amp).split(batch)
+            for fake in fakes:
+                critic_step(generator, critic, opt_d, real, small, amp, fake)
+            generator_step(generator, critic, opt_g, small, cpu, amp)
+
+        iteration()   # Adam's state exists from here on, as in steady-state training
+        return traffic_of(iteration)
+
+    return bytes_at_batch(at, config.batch_size)

@@ -349,3 +349,31 @@ def probe_unet_capture(dataset: str, preset: str, device: torch.device, phase: s
     graph.replay()
     torch.cuda.synchronize(device)
     return "ok"
+
+
+def unet_step_bytes(dataset: str, preset: str, amp: bool = True) -> float:
+    """Bytes one training step (train_step: forward, loss, backward, fused Adam) moves at the preset's batch as
+    eager kernels run it (pairgen.traffic), counted on the CPU under bf16 autocast when `amp` (the CUDA step's
+    dtypes) and extrapolated from batches 1 and 2."""
+    from pairgen.traffic import bytes_at_batch, traffic_of
+    from segbench.train import train_step
+    from segbench.unet import build_unet
+
+    cpu = torch.device("cpu")
+    config, channels, n_classes, height, width = seg_setup(dataset, preset, cpu)
+
+    def at(batch: int) -> int:
+        torch.manual_seed(0)
+        model = build_unet(config, channels, n_classes)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas, fused=True)
+        images = torch.rand(batch, channels, height, width) * 2 - 1
+        masks = torch.randint(0, n_classes, (batch, height, width))
+
+        def step() -> None:
+            with torch.autocast("cpu", torch.bfloat16, enabled=amp):   # train_step autocasts on CUDA only
+                train_step(model, optimizer, images, masks, amp=False)
+
+        step()   # Adam's state exists from here on
+        return traffic_of(step)
+
+    return bytes_at_batch(at, config.batch_size)
