@@ -69,9 +69,10 @@ class GraphedTrainStep:
         if self.static_images is None:
             # Exactly the strides train_step's convolutions see: for one image channel NCHW is already
             # "channels-last contiguous" (65536, 65536, 256, 1), while a tensor made channels-last has
-            # (65536, 1, 256, 1). cuDNN's algorithm cache keys on strides, so a buffer of other strides than the
-            # warm-up's would make cuDNN benchmark during capture, which invalidates it: how the lung U-Net's
-            # capture failed on an H200 while the 3-channel Cityscapes one worked.
+            # (65536, 1, 256, 1), from which PyTorch infers channels-last. cuDNN's algorithm cache keys on that
+            # memory format, so a buffer of other strides than the warm-up's made cuDNN benchmark during
+            # capture, which invalidates it: how the lung U-Net's capture failed on an H200 while the
+            # 3-channel Cityscapes one worked.
             layout = images.contiguous(memory_format=memory_format())
             self.static_images = torch.empty_strided(layout.size(), layout.stride(), dtype=layout.dtype,
                                                      device=layout.device)
