@@ -194,8 +194,9 @@ def graph_agreement(config: GANConfig, real: Path, workdir: Path, iters: int = 1
 
 def bench_gan_train(dataset: str, preset: str, device: torch.device, window: int, rounds: int, workdir: Path,
                     ablate: bool = False) -> Iterator[Record]:
-    """Iterations/s of pairgen.train against ReferenceGAN (module docstring); with `ablate`, also each wgan_gp.OPTIONS switch (and bf16 autocast on CUDA) against the same code without it.
-    Yields each record as soon as it is measured (a time limit must not cost the ones already done)."""
+    """Iterations/s of pairgen.train against ReferenceGAN (module docstring); with `ablate`, also each
+    wgan_gp.OPTIONS switch (and bf16 autocast on CUDA) against the same code without it. Yields each record as
+    soon as it is measured (a time limit must not cost the ones already done)."""
     from pairgen.wgan_gp import OPTIONS
 
     config = bench_config(dataset, preset, device)

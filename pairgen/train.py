@@ -252,6 +252,7 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
 
     graphed = (GraphedIteration(generator, critic, opt_g, opt_d, data, config, device, amp)
                if use_cuda_graph(config, device, world) else None)
+
     def account(outcome: StepOutcome, snapshot: list[torch.Tensor]) -> None:
         """A step's terms into the tick's sums, or its skip into the log and the phase's bad streak."""
         if outcome.bad is not None:

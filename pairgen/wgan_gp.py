@@ -114,18 +114,6 @@ def _grads_finite(grads: list[torch.Tensor]) -> torch.Tensor:
     return torch.isfinite(torch.stack([g.sum() for g in grads]).sum())
 
 
-def _bad_term(loss: torch.Tensor, terms: dict[str, torch.Tensor], module: nn.Module) -> str | None:
-    """None if loss and all gradients are finite, else the first offending term (one host sync when fine)."""
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    finite = torch.isfinite(_at_least_fp32(loss.detach()))
-    if bool(finite & _grads_finite(grads) if grads else finite):
-        return None
-    for name, value in terms.items():
-        if not bool(torch.isfinite(value)):
-            return name
-    return "loss" if not bool(torch.isfinite(loss)) else "grad"
-
-
 def make_fakes(generator: nn.Module, n: int, config: GANConfig, device: torch.device, amp: bool,
                z: torch.Tensor | None = None) -> torch.Tensor:
     """n fakes float32 n×(C+Kc)×H×W from z ~ N(0, I) (or the given z, n×z_dim), without a graph (the critic
@@ -209,6 +197,11 @@ def step_unless_nonfinite(optimizer: torch.optim.Optimizer, flags: torch.Tensor)
         optimizer.step()
     finally:
         del optimizer.found_inf  # type: ignore[attr-defined]
+
+
+def _bad_term(loss: torch.Tensor, terms: dict[str, torch.Tensor], module: nn.Module) -> str | None:
+    """The eager step's check: finite_flags read on the host (one sync) → bad_term_of's answer."""
+    return bad_term_of(finite_flags(loss, terms, module).tolist(), list(terms))
 
 
 def critic_step(generator: nn.Module, critic: nn.Module, opt_d: torch.optim.Optimizer, real: torch.Tensor,

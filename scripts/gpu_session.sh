@@ -14,9 +14,9 @@
 #   pipeline    scripts/bench.py pipeline                                                      (PIPELINE_S, 60 s)
 #   profile     scripts/profile_gan.py: where an eager thesis GAN iteration's time goes, CPU vs GPU (PROFILE_S, 60 s)
 #   compile     the same with the compiled critic step (compiling takes minutes)         (PROFILE_COMPILED_S, 240 s)
-#   thesis    scripts/reproduce_thesis_one_fold_h100.sh: table 5.2 on SCR fold 1 at thesis scale (THESIS_S, 300 s)
-#             (if it fails, e.g. in GAN training, the two real-only rows are still run), then segbench report
-#             over whatever finished and the generator's sample sheet
+#   thesis      scripts/reproduce_thesis_one_fold_h100.sh: table 5.2 on SCR fold 1 at thesis scale (THESIS_S, 300 s)
+#               (if it fails, e.g. in GAN training, the two real-only rows are still run), then segbench report
+#               over whatever finished and the generator's sample sheet
 # Measured on one H200 (2026-11-27, eager): the GAN of the thesis stage ran at ~6 it/s (2000 iterations: 5.3 min),
 # so the one-fold run needs ~11 min of a lease of its own (THESIS_S=560; expect the last U-Nets to be cut).
 # Results go to $OUT (the device tool's output folder; default ./gpu-out): bench-<stage>.json, bench.log,

@@ -4,8 +4,9 @@ unet-train   next(MixedBatches) + segbench.train.train_step (the functions the t
              sources, channels-last, fused Adam, bf16 autocast on CUDA) for `steps` steps of K + M = 8 pairs.
              Reference: ReferenceUNet (the same layers, written plainly), NCHW float32, default Adam, batches
              indexed from a float32 tensor. FLOPs: 3 × 2 × forward MACs per step (forward, input and weight
-             gradients). On CUDA also "unet-train <dataset> [cuda-graph]": the step replayed as one CUDA graph
-             (segbench.graphed) against it eager, with graph_agreement's loss / weight differences.
+             gradients).
+unet-graph   CUDA only: the same step replayed as one CUDA graph (segbench.graphed) against it eager, with
+             graph_agreement's loss / weight differences.
 pipeline     batches of K real + M synthetic pairs as training tensors, from shard directories on disk: segbench
              loads the shards once (reported as load_s) and then draws from memory (on the GPU when it fits);
              the reference is the usual per-sample Dataset: one h5py row read per sample, then torch.stack.
@@ -91,6 +92,18 @@ def random_shardset(kind: str, n: int, channels: int, n_classes: int, height: in
                     rng.integers(0, n_classes, (n, height, width), dtype=np.uint8), np.arange(n, dtype=np.int64))
 
 
+def _random_sets(channels: int, n_classes: int, height: int, width: int) -> tuple[ShardSet, ShardSet]:
+    """64 random real and 64 random synthetic pairs: the training workloads' data (speed does not depend on it)."""
+    return (random_shardset("real", 64, channels, n_classes, height, width, 0),
+            random_shardset("synthetic", 64, channels, n_classes, height, width, 1))
+
+
+def _mixed_batches(config: SegConfig, real: ShardSet, synth: ShardSet, device: torch.device) -> MixedBatches:
+    """The config's K real + M synthetic batches from in-memory sources, seeded (the same batches every call)."""
+    return MixedBatches(RealSource(real, device), ShardSynthSource(synth, device), config.real_per_batch,
+                        config.synth_per_batch, torch.Generator().manual_seed(0))
+
+
 def unet_project(config: SegConfig, real: ShardSet, synth: ShardSet, device: torch.device,
                  steps: int, graph: bool = False) -> Callable[[], None]:
     """A call that runs `steps` iterations of segbench's batch pipeline + train_step on a fresh model.
@@ -98,8 +111,7 @@ def unet_project(config: SegConfig, real: ShardSet, synth: ShardSet, device: tor
     from segbench.graphed import GraphedTrainStep
     from segbench.train import train_step
 
-    batches = MixedBatches(RealSource(real, device), ShardSynthSource(synth, device), config.real_per_batch,
-                           config.synth_per_batch, torch.Generator().manual_seed(0))
+    batches = _mixed_batches(config, real, synth, device)
     model, optimizer = _fresh_unet(config, real, device)
     step = GraphedTrainStep(model, optimizer, config.amp) if graph else None
     if step is not None:
@@ -137,10 +149,8 @@ def graph_agreement(dataset: str, preset: str, device: torch.device, steps: int 
     from segbench.train import train_step
 
     config, channels, n_classes, height, width = seg_setup(dataset, preset, device)
-    real = random_shardset("real", 64, channels, n_classes, height, width, 0)
-    synth = random_shardset("synthetic", 64, channels, n_classes, height, width, 1)
-    batches = MixedBatches(RealSource(real, device), ShardSynthSource(synth, device), config.real_per_batch,
-                           config.synth_per_batch, torch.Generator().manual_seed(0))
+    real, synth = _random_sets(channels, n_classes, height, width)
+    batches = _mixed_batches(config, real, synth, device)
     data = [next(batches)[:2] for _ in range(steps)]
 
     def train(graphed: bool) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -201,8 +211,7 @@ def bench_unet_train(dataset: str, preset: str, device: torch.device, steps: int
     from segbench.train import OPTIONS
 
     config, channels, n_classes, height, width = seg_setup(dataset, preset, device)
-    real = random_shardset("real", 64, channels, n_classes, height, width, 0)
-    synth = random_shardset("synthetic", 64, channels, n_classes, height, width, 1)
+    real, synth = _random_sets(channels, n_classes, height, width)
     timings = paired_timing(unet_project(config, real, synth, device, steps),
                             unet_reference(config, real, synth, device, steps), rounds, device)
     precision = "bf16" if device.type == "cuda" and config.amp else "fp32"
@@ -225,8 +234,7 @@ def bench_unet_graph(dataset: str, preset: str, device: torch.device, steps: int
     if device.type != "cuda":
         return
     config, channels, n_classes, height, width = seg_setup(dataset, preset, device)
-    real = random_shardset("real", 64, channels, n_classes, height, width, 0)
-    synth = random_shardset("synthetic", 64, channels, n_classes, height, width, 1)
+    real, synth = _random_sets(channels, n_classes, height, width)
     timings = paired_timing(unet_project(config, real, synth, device, steps, graph=True),
                             unet_project(config, real, synth, device, steps), rounds, device)
     yield make_record(f"unet-train {dataset} [cuda-graph]", device, preset, timings, steps, steps,
@@ -314,10 +322,8 @@ def probe_unet_capture(dataset: str, preset: str, device: torch.device, phase: s
     if phase not in CAPTURE_PHASES:
         raise ValueError(f"phase must be one of {CAPTURE_PHASES}, not {phase!r}")
     config, channels, n_classes, height, width = seg_setup(dataset, preset, device)
-    real = random_shardset("real", 64, channels, n_classes, height, width, 0)
-    synth = random_shardset("synthetic", 64, channels, n_classes, height, width, 1)
-    batches = MixedBatches(RealSource(real, device), ShardSynthSource(synth, device), config.real_per_batch,
-                           config.synth_per_batch, torch.Generator().manual_seed(0))
+    real, synth = _random_sets(channels, n_classes, height, width)
+    batches = _mixed_batches(config, real, synth, device)
     model, optimizer = _fresh_unet(config, real, device)
     images, masks, _ = next(batches)
     images = images.contiguous(memory_format=memory_format())

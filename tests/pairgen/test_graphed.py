@@ -17,7 +17,8 @@ from pairgen.networks import build_critic, build_generator
 from pairgen.pairdata import PairData
 from pairgen.train import TrainingDiverged, train
 from pairgen.wgan_gp import bad_term_of, finite_flags, step_unless_nonfinite
-from tests.pairgen.test_train import nan_gp_at_call, real, small_config, ticks  # noqa: F401 - fixture
+from tests.pairgen.test_train import (nan_gp_at_call, nan_loss_always, real, small_config,  # noqa: F401
+                                      ticks)
 
 __all__ = ["real"]
 
@@ -126,13 +127,7 @@ def test_injected_nan_is_skipped_and_logged_like_the_eager_loop(tmp_path: Path, 
 
 def test_graphed_divergence_stops_training(tmp_path: Path, real: Path, graphed_on_cpu: None,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    original = wgan_gp_module.critic_loss
-
-    def broken(*args, **kwargs):
-        loss, terms = original(*args, **kwargs)
-        return loss * float("nan"), terms
-
-    monkeypatch.setattr(wgan_gp_module, "critic_loss", broken)
+    monkeypatch.setattr(wgan_gp_module, "critic_loss", nan_loss_always)
     with pytest.raises(TrainingDiverged, match="10 consecutive non-finite critic steps"):
         train(small_config(iters=5, checkpoint_every=100), tmp_path / "run", real, show_progress=False)
     skips = [line for line in _log(tmp_path / "run") if line["event"] == "skip"]

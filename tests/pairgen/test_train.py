@@ -134,6 +134,12 @@ def nan_gp_at_call(call: int):
     return flaky
 
 
+def nan_loss_always(*args, **kwargs):
+    """wgan_gp.critic_loss with a NaN loss (finite terms) at every call."""
+    loss, terms = ORIGINAL_CRITIC_LOSS(*args, **kwargs)
+    return loss * float("nan"), terms
+
+
 def test_injected_nan_is_logged_and_skipped(tmp_path: Path, real: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wgan_gp_module, "critic_loss", nan_gp_at_call(3))
     final = train(small_config(iters=2, tick_every=2), tmp_path / "run", real, show_progress=False)
@@ -146,13 +152,7 @@ def test_injected_nan_is_logged_and_skipped(tmp_path: Path, real: Path, monkeypa
 def test_divergence_names_last_good_checkpoint(tmp_path: Path, real: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = tmp_path / "run"
     train(small_config(iters=1, checkpoint_every=1), run, real, show_progress=False)
-    original = wgan_gp_module.critic_loss
-
-    def broken(*args, **kwargs):
-        loss, terms = original(*args, **kwargs)
-        return loss * float("nan"), terms
-
-    monkeypatch.setattr(wgan_gp_module, "critic_loss", broken)
+    monkeypatch.setattr(wgan_gp_module, "critic_loss", nan_loss_always)
     with pytest.raises(TrainingDiverged, match="ckpt-0000001.pt"):
         train(small_config(iters=5, checkpoint_every=100), run, real, resume=True, show_progress=False)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["ckpt-0000001.pt"]
