@@ -1,18 +1,18 @@
 """`pairgen` command line: flags → config → one function call. No logic lives here.
 
-User errors (pairgen.errors.UserError) print as one red line and exit 2; anything else is a bug and raises.
+User errors (pairgen.core.errors.UserError) print as one red line and exit 2; anything else is a bug and raises.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 
-from pairgen.errors import UserError
+from pairgen.core.cli import run_app
+from pairgen.core.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Learn a GAN over image+mask pairs and export synthetic labeled pairs as HDF5 shards.")
@@ -46,7 +46,7 @@ def prepare(
     """Resize a dataset to the training resolution and write real train/val/test shards."""
     from pairgen import prepare as prep
     from pairgen.presets import make_config
-    from pairgen.workspace import workspace_root
+    from pairgen.core.workspace import workspace_root
 
     if check:
         problems = prep.check_dataset(dataset, str(root) if root else None, _structures(structures))
@@ -84,10 +84,10 @@ def train(
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Train the image+mask pair WGAN-GP (prepares the real shards first when needed)."""
-    from pairgen import distributed
+    from pairgen.core import distributed
     from pairgen.presets import make_config
     from pairgen.train import launch
-    from pairgen.workspace import workspace_root
+    from pairgen.core.workspace import workspace_root
 
     config = make_config(dataset, preset, root=str(root) if root else None, fold=fold, iters=iters,
                          batch_size=batch_size, mask_encoding=mask_encoding, critic_norm=critic_norm,
@@ -111,10 +111,10 @@ def sample(
 ) -> None:
     """Write a PNG sheet of generated pairs: image, raw mask, thresholded mask overlay."""
     from pairgen.checkpoint import load_generator
-    from pairgen.devices import resolve_device
+    from pairgen.core.devices import resolve_device
     from pairgen.export import resolve_checkpoint
     from pairgen.sheets import sample_sheet
-    from pairgen.workspace import workspace_root
+    from pairgen.core.workspace import workspace_root
 
     path = resolve_checkpoint(workspace_root(workspace), checkpoint)
     generator, config, _ = load_generator(path, device=resolve_device(device))
@@ -140,9 +140,9 @@ def export(
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Sample N pairs from a trained generator into synthetic shards + manifest.json."""
-    from pairgen import distributed
+    from pairgen.core import distributed
     from pairgen.export import default_export_dir, export as run_export, resolve_checkpoint
-    from pairgen.workspace import workspace_root
+    from pairgen.core.workspace import workspace_root
 
     rank, world = distributed.init_from_env()  # under torchrun: each rank writes shards k ≡ rank (mod world)
     ws = workspace_root(workspace)
@@ -168,23 +168,6 @@ def verify(directory: Path = typer.Argument(..., help="Shard directory with a ma
         raise UserError(f"{len(problems)} problem(s) in {directory}")
     manifest = read_manifest(directory)
     console.print(f"[green]✓[/] {directory}: {len(manifest.shards)} shard(s), {manifest.n} samples, all valid")
-
-
-def run_app(typer_app: typer.Typer, err_console: Console) -> None:
-    """Run a typer app; user errors become one line and exit code 2 (storage errors: one line, exit code 1)."""
-    try:
-        typer_app()
-    except UserError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
-    except OSError as exc:
-        # an environment failure the code did not name (disk full, read-only, permission): one line, not a traceback
-        where = f"{exc.filename}: " if exc.filename else ""
-        err_console.print(f"[red]error:[/] {where}{exc.strerror or exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]")
-        sys.exit(130)
 
 
 def main() -> None:

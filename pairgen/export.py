@@ -39,10 +39,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pairgen import shards, workspace
-from pairgen.errors import UserError, writing
+from pairgen import shards
+from pairgen.core import workspace
+from pairgen.core.errors import UserError, writing
 from pairgen.presets import GANConfig
-from pairgen.sampling import Z_SCHEME, fixed_cudnn_kernels, generate_block, latents, resolve_device
+from pairgen.core.devices import resolve_device
+from pairgen.core.files import sha256_file
+from pairgen.sampling import Z_SCHEME, fixed_cudnn_kernels, generate_block, latents
 
 _SHARD = re.compile(r"^shard-(\d{5,})\.h5$")
 _SHARD_TMP = re.compile(r"^\.shard-(\d{5,})\.h5\..*\.tmp$")
@@ -72,7 +75,7 @@ class Source:
 def load_source(checkpoint: Path, device: str = "auto", rank: int = 0) -> Source:
     from pairgen.checkpoint import load_generator
 
-    resolved = resolve_device(device, rank)
+    resolved = resolve_device(device)
     generator, config, meta = load_generator(Path(checkpoint), resolved)
     # NHWC: the transposed convolutions run ~1.3x faster in oneDNN (scripts/bench.py, CPU) and suit cuDNN
     generator.to(memory_format=torch.channels_last)
@@ -169,7 +172,7 @@ def _existing(path: Path, lo: int, hi: int, stamp: dict[str, Any]) -> tuple[shar
                             "use --overwrite or another --out")
     if not np.array_equal(index, np.arange(lo, hi)):
         return None, f"holds other sample indices than {lo}…{hi - 1} (other --n or --samples-per-shard)"
-    return shards.ShardInfo(path.name, hi - lo, shards.sha256_file(path), lo, hi - 1), ""
+    return shards.ShardInfo(path.name, hi - lo, sha256_file(path), lo, hi - 1), ""
 
 
 def _dist() -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from pairgen.encoding import encode_mask
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from pairgen.presets import GANConfig
 from pairgen.shards import load_shards
 

@@ -20,9 +20,9 @@ from tqdm import tqdm
 
 from pairgen import shards
 from pairgen.datasets.base import Case, DatasetAdapter, get_adapter
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from pairgen.splits import SPLIT_NAMES, split_cases
-from pairgen.workspace import real_dir, workspace_root
+from pairgen.core.workspace import real_dir, workspace_root
 
 MAX_SHARD_BYTES = 256 << 20     # keep single shard files a manageable size (cityscapes full masks are 2 MB each)
 T = TypeVar("T")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 
 PRESETS = ("tiny", "small", "thesis")
 MASK_ENCODINGS = ("scalar", "onehot")
@@ -87,7 +87,7 @@ class GANConfig:
         return cls(**fixed)
 
     def save(self, path: Path) -> None:
-        from pairgen.shards import atomic_write_json
+        from pairgen.core.files import atomic_write_json
 
         atomic_write_json(path, self.to_json())
 

@@ -12,16 +12,14 @@ stream is the same on every device; the latents are also stored in the shards (`
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from pairgen import devices
 from pairgen.encoding import pair_to_arrays
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from pairgen.presets import GANConfig
 
 Z_CHUNK = 256
@@ -41,13 +39,6 @@ def latents(seed: int, start: int, stop: int, z_dim: int) -> np.ndarray:
         out[pos - start:pos - start + take] = block[pos - chunk * Z_CHUNK:pos - chunk * Z_CHUNK + take]
         pos += take
     return out
-
-
-def resolve_device(device: str, rank: int = 0) -> torch.device:
-    """pairgen.devices.resolve_device, except that 'auto' with CUDA picks cuda:LOCAL_RANK (else rank mod count)."""
-    if device == "auto" and torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank % torch.cuda.device_count())))
-    return devices.resolve_device(device)
 
 
 @contextmanager

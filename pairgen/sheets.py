@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 
 from pairgen.encoding import pair_to_arrays
 from pairgen.presets import GANConfig
-from pairgen.shards import atomic_write_bytes
+from pairgen.core.files import atomic_write_bytes
 
 # background black, then well-separated colours (cycled beyond their number)
 PALETTE = np.array([

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import pairgen
 from pairgen.datasets.base import Case
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 
 MANIFEST_DIR = Path(pairgen.__file__).resolve().parents[1] / "manifests"
 SPLIT_NAMES = ("train", "val", "test")
@@ -138,7 +138,7 @@ def record_case_lists(dataset: str, cases: list[Case]) -> dict[str, Any]:
     lists = {str(f): compute_split(protocol, cases, f) for f in range(1, int(protocol["folds"]) + 1)}
     protocol["counts"] = {f: {n: len(v) for n, v in s.items()} for f, s in lists.items()}
     protocol["cases"] = lists
-    from pairgen.shards import atomic_write_json
+    from pairgen.core.files import atomic_write_json
 
     atomic_write_json(MANIFEST_DIR / f"{dataset}.json", protocol)
     return protocol

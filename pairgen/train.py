@@ -1,6 +1,6 @@
 """The one WGAN-GP training loop over image+mask pairs (thesis algorithm 4), with exact resume.
 
-A run directory gets config.json (before any work), log.jsonl, curves.png (pairgen.curves),
+A run directory gets config.json (before any work), log.jsonl, curves.png (pairgen.core.curves),
 samples/step-XXXXXXX.png and checkpoints/ckpt-XXXXXXX.pt. log.jsonl holds one JSON object per line, each with
 an "event":
   tick    step, critic_loss, wasserstein, gp, generator_loss (means over the tick), it_per_s (this tick),
@@ -11,7 +11,7 @@ an "event":
 Determinism: the global torch/numpy RNGs (z, ε of the penalty) and the data order (a seeded permutation per epoch
 plus a position) are checkpointed, so on CPU N steps straight equal N/2 steps + resume + N/2 steps exactly.
 
-Several processes (`torchrun --nproc_per_node N -m pairgen train …`, pairgen.distributed): one seeded order of
+Several processes (`torchrun --nproc_per_node N -m pairgen train …`, pairgen.core.distributed): one seeded order of
 global batches of N × batch_size pairs, rank r training on rows [r·B, (r+1)·B), so the effective batch is
 N × batch_size (the learning rate is not rescaled); gradients (and the finite check) are averaged over ranks after
 every backward, so weights stay identical; each rank draws its own z and ε; rank 0 alone writes config, log,
@@ -22,7 +22,6 @@ The generator's batch-norm running statistics saved are rank 0's (each rank norm
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,17 +32,18 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pairgen import distributed
-from pairgen.checkpoint import (FORMAT, VERSION, capture_rng, checkpoint_config, checkpoint_path, load_checkpoint,
-                                newest_checkpoint, restore_rng, save_checkpoint)
-from pairgen.curves import GAN_PANELS, plot_curves
-from pairgen.devices import resolve_device
-from pairgen.errors import UserError, writing
+from pairgen.core import distributed
+from pairgen.core.torchio import capture_rng, restore_rng
+from pairgen.checkpoint import (FORMAT, VERSION, checkpoint_config, checkpoint_path, load_checkpoint,
+                                newest_checkpoint, save_checkpoint)
+from pairgen.core.curves import GAN_PANELS, plot_curves
+from pairgen.core.jsonlog import append_record, trim_log
+from pairgen.core.devices import resolve_device
+from pairgen.core.errors import UserError, writing
 from pairgen.graphed import GraphedIteration, StepOutcome
 from pairgen.networks import build_critic, build_generator
 from pairgen.pairdata import EpochSampler, PairData
 from pairgen.presets import GANConfig, validate
-from pairgen.shards import atomic_write_bytes
 from pairgen.sheets import sample_sheet
 from pairgen.wgan_gp import OPTIONS, critic_step, generator_step, make_fakes
 
@@ -95,27 +95,6 @@ def _check_resumable(saved: GANConfig, config: GANConfig, path: Path) -> None:
         raise UserError(f"{path}: cannot resume, the checkpoint was trained with different {', '.join(differ)}")
 
 
-def _append_log(path: Path, record: dict[str, Any]) -> None:
-    with writing(path), open(path, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
-
-
-def _trim_log(path: Path, step: int) -> None:
-    """Drop records after `step` (logged by a run that died after its last checkpoint): a resume logs them again."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines(keepends=True):
-        try:
-            record = json.loads(line)
-        except ValueError:  # a line torn by the kill
-            continue
-        if record.get("step", 0) <= step:
-            kept.append(line if line.endswith("\n") else line + "\n")
-    with writing(path):
-        atomic_write_bytes(path, "".join(kept).encode())
-
-
 @torch.no_grad()
 def sample_diversity(generator: nn.Module, z: torch.Tensor) -> float:
     """Mean over output elements of the std across samples of G(z) (eval mode, fp32; training mode restored).
@@ -148,7 +127,7 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
     # under torchrun: every rank trains on its own batch_size rows of one global batch (effective batch =
     # world × batch_size), gradients are averaged after each backward, and rank 0 alone writes files
     rank, world = distributed.init_from_env()
-    run_dir, device = Path(run_dir), distributed.local_device(resolve_device(config.device))
+    run_dir, device = Path(run_dir), resolve_device(config.device)
     data = PairData(Path(real_dir) / "train", config, device)
     config = data.config
     torch.manual_seed(config.seed)  # network initialisation; a resume restores the RNG states afterwards
@@ -181,8 +160,8 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
         sampler.load(state["data_order"], last_good)
         _restore_rank_rng(state, rank, world, config.seed)
         if rank == 0:
-            _trim_log(log_path, step)
-            _append_log(log_path, {"event": "resume", "step": step, "checkpoint": last_good.name})
+            trim_log(log_path, "step", step)
+            append_record(log_path, {"event": "resume", "step": step, "checkpoint": last_good.name})
     elif last_good is not None:
         raise UserError(f"{run_dir}: already holds checkpoints; resume it or train into a new run directory")
     if rank == 0:
@@ -225,7 +204,7 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
         bad_streak[phase] += 1
         skipped += 1
         if rank == 0:
-            _append_log(log_path, {"event": "skip", "step": step + 1, "phase": phase, "term": term})
+            append_record(log_path, {"event": "skip", "step": step + 1, "phase": phase, "term": term})
         buffers = [b for net in nets for b in net.buffers()]
         if not all(bool(torch.isfinite(b).all()) for b in buffers if b.is_floating_point()):
             for buffer, saved in zip(buffers, snapshot):  # a non-finite forward also poisoned BN statistics
@@ -240,7 +219,7 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
         """Rank 0: the tick line, the collapse warning and the progress bar's figures."""
         diversity = sample_diversity(generator, diversity_z)
         collapsed = not diversity >= COLLAPSE_THRESHOLD   # a NaN diversity counts as collapsed too
-        _append_log(log_path, {"event": "tick", "step": step, **means,
+        append_record(log_path, {"event": "tick", "step": step, **means,
                                "it_per_s": (step - tick_first_step) / max(now - tick_started, 1e-9),
                                "wall_s": now - started, "skipped": skipped,
                                "diversity": diversity, "collapse_suspected": collapsed})
@@ -307,7 +286,7 @@ def launch(config: GANConfig, workspace: Path, resume_run: Path | None = None) -
     continues from its newest checkpoint.
     """
     from pairgen.prepare import dataset_info, prepare  # lazy: adapters and image I/O are not needed to train
-    from pairgen.workspace import new_numbered_dir, real_dir
+    from pairgen.core.workspace import new_numbered_dir, real_dir
 
     workspace = Path(workspace)
     rank, _ = distributed.init_from_env()  # under torchrun, rank 0 alone prepares and numbers the run dir

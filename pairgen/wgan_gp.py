@@ -24,7 +24,7 @@ from torch import nn
 
 from pairgen.presets import GANConfig
 
-# after backward, before the finite check: averages gradients (and the loss) over ranks; see pairgen.distributed
+# after backward, before the finite check: averages gradients (and the loss) over ranks; see pairgen.core.distributed
 GradSync = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 

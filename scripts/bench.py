@@ -4,7 +4,7 @@
     .venv/bin/python scripts/bench.py [--device cpu|cuda] [--preset tiny|small|thesis] [--json PATH] [--ablate]
 
 Prints one line per workload (throughput, reference throughput, ratio, TFLOP/s, fraction of peak) and writes the
-records as a JSON list. All logic lives in segbench.benchsuite, pairgen.bench and segbench.bench.
+records as a JSON list. All logic lives in segbench.perf.benchsuite, pairgen.perf.gan_bench and segbench.perf.unet_bench.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh
 def main() -> None:
     import torch
 
-    from segbench.benchsuite import HEADER, WORKLOADS, run_suite, save_json
+    from segbench.perf.benchsuite import HEADER, WORKLOADS, run_suite, save_json
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

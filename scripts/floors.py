@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How far each measured GPU training figure lies above what its FLOPs and its eager memory traffic allow
 (README "Performance"). Reads a scripts/bench.py JSON list; counting the thesis GAN's bytes takes ~8 minutes on a
-CPU (the real step under bf16 autocast at batches 1 and 2). Logic: segbench.floors, pairgen.traffic.
+CPU (the real step under bf16 autocast at batches 1 and 2). Logic: segbench.perf.floors, pairgen.perf.traffic.
 
     .venv/bin/python scripts/floors.py [--json docs/bench-gpu-h200.json] [--lease "session 3"]
 """
@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh
 
 
 def main() -> None:
-    from segbench.floors import floors, format_floors
+    from segbench.perf.floors import floors, format_floors
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, default=Path("docs/bench-gpu-h200.json"))

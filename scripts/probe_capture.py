@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Which part of the U-Net training step fails CUDA-graph capture? One process per phase (a failed capture can
-leave a process's CUDA context unusable); prints one line per phase. Logic: segbench.bench.probe_unet_capture.
+leave a process's CUDA context unusable); prints one line per phase. Logic: segbench.perf.unet_bench.probe_unet_capture.
 
     python scripts/probe_capture.py [--dataset scr-lung] [--preset thesis] [--phase step ...]
 """
@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))  # run from a fresh clone without installing
 
 
 def main() -> None:
-    from segbench.bench import CAPTURE_PHASES
+    from segbench.perf.unet_bench import CAPTURE_PHASES
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="scr-lung")
@@ -28,7 +28,7 @@ def main() -> None:
     if args.one:
         import torch
 
-        from segbench.bench import probe_unet_capture
+        from segbench.perf.unet_bench import probe_unet_capture
         print(probe_unet_capture(args.dataset, args.preset, torch.device("cuda"), args.one), flush=True)
         return
     for phase in args.phase or CAPTURE_PHASES:

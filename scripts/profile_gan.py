@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/profile_gan.py [--device cuda] [--preset thesis] [--dataset scr-lung] [--iters 4] [--compile] [--count]
 
-All logic lives in pairgen.profiling.profile_gan.
+All logic lives in pairgen.perf.profiling.profile_gan.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh
 def main() -> None:
     import torch
 
-    from pairgen.bench import bench_config
-    from pairgen.profiling import format_operator_counts, operator_counts, profile_gan
+    from pairgen.perf.gan_bench import bench_config
+    from pairgen.perf.profiling import format_operator_counts, operator_counts, profile_gan
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from segbench.elastic import dense_displacement, random_coefficients
 
 DEFAULT_FLIP_P = 0.5

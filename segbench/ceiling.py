@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from pairgen.shards import load_shards
 
 CONFIDENT_LOGIT = 10.0

@@ -12,7 +12,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from pairgen.cli import run_app
+from pairgen.core.cli import run_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train U-Nets on any mix of real and synthetic pairs; evaluate and report like the thesis.")
@@ -47,8 +47,8 @@ def run(
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Train and evaluate one U-Net on K real + M synthetic pairs per minibatch."""
-    from pairgen import distributed
-    from pairgen.workspace import workspace_root
+    from pairgen.core import distributed
+    from pairgen.core.workspace import workspace_root
     from segbench.report import print_run_summary
     from segbench.run import resolve_config, run as run_experiment
 
@@ -89,7 +89,7 @@ def sweep(
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Run a grid of configurations × folds × seeds (skipping complete runs), then report."""
-    from pairgen.workspace import workspace_root
+    from pairgen.core.workspace import workspace_root
     from segbench.sweep import sweep as run_sweep
 
     run_sweep(manifest, workspace_root(workspace), jobs=jobs, dry_run=dry_run, only=only, preset=preset, root=root)

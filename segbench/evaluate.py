@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pairgen.errors import UserError
-from pairgen.shards import atomic_write_bytes, atomic_write_json
+from pairgen.core.errors import UserError
+from pairgen.core.files import atomic_write_bytes, atomic_write_json
 from segbench.metrics import ConfusionMatrix, human_object_classes, case_metrics, summarize
 
 MASK_SUFFIXES = (".png", ".gif")

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pairgen.shards import atomic_write_bytes
+from pairgen.core.files import atomic_write_bytes
 
 N_BEST, N_WORST, TOP_CONFIGS = 2, 2, 4
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from pairgen.shards import ShardSet
 
 # keep a dataset on the GPU only while it takes less than this share of the free memory

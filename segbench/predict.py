@@ -17,10 +17,11 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from pairgen.checkpoint import require_safe_torch
-from pairgen.devices import resolve_device
-from pairgen.errors import UserError
-from pairgen.shards import ShardSet, atomic_write_bytes
+from pairgen.core.torchio import require_safe_torch
+from pairgen.core.devices import resolve_device
+from pairgen.core.errors import UserError
+from pairgen.shards import ShardSet
+from pairgen.core.files import atomic_write_bytes
 from segbench.mixing import uint8_to_model
 from segbench.presets import SegConfig
 from segbench.train import autocast_for

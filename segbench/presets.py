@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from pairgen.presets import WIDE_DATASETS
 
 PRESETS = ("tiny", "small", "thesis")
@@ -67,7 +67,7 @@ class SegConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     def save(self, path: Path) -> None:
-        from pairgen.shards import atomic_write_json
+        from pairgen.core.files import atomic_write_json
 
         atomic_write_json(path, self.to_json())
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 
 PRIMARY = {"binary": "dice", "multiclass": "miou"}
 BINARY_METRICS = ("dice", "hausdorff_mm", "hd95_mm", "assd_mm")
@@ -334,7 +334,7 @@ def report(run_dirs: list[Path], out: Path | None = None, compare: list[tuple[st
     tabulate and test (default: Dice + surface distances, or mIoU + per-class IoU). order: labels listed first,
     in this order (a sweep passes its manifest order).
     """
-    from pairgen.shards import atomic_write_json
+    from pairgen.core.files import atomic_write_json
     from segbench import figures, tables
     from segbench.evaluate import to_json_safe
 

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pairgen import distributed
-from pairgen.devices import resolve_device
-from pairgen.errors import UserError
+from pairgen.core import distributed
+from pairgen.core.devices import resolve_device
+from pairgen.core.errors import UserError
 from pairgen.shards import ShardSet, load_shards
 from segbench.predict import evaluate_test
 from segbench.presets import SegConfig, make_config
@@ -89,7 +89,7 @@ def _refuse_leak(source: Path, trained_dataset: Any, trained_fold: Any, dataset:
 
 
 def _find_real(ws: Path, dataset: str | None, fold_id: str | None, shape: tuple[int, int] | None) -> Path:
-    from pairgen.workspace import real_dir
+    from pairgen.core.workspace import real_dir
 
     if dataset and fold_id and shape:
         return real_dir(ws, dataset, fold_id, *shape)
@@ -109,7 +109,7 @@ def _find_real(ws: Path, dataset: str | None, fold_id: str | None, shape: tuple[
 
 def plan_data(config: SegConfig, ws: Path) -> DataPlan:
     """Resolve and provenance-check a run's data (module docstring). Empty dataset/fold_id = take from data."""
-    from pairgen.workspace import newest_export, newest_gan_run
+    from pairgen.core.workspace import newest_export, newest_gan_run
 
     dataset, fold_id = config.dataset or None, config.fold_id or None
     synth_dir = checkpoint = shape = None
@@ -241,8 +241,8 @@ def run(config: SegConfig, workspace: Path, out: Path | None = None, resume: boo
     from segbench.augment import parse_spec
     from segbench.evaluate import write_per_image_csv, write_summary
     from segbench.mixing import MixedBatches, RealSource
-    from pairgen.curves import plot_curves
-    from pairgen.workspace import new_numbered_dir
+    from pairgen.core.curves import plot_curves
+    from pairgen.core.workspace import new_numbered_dir
     from segbench.predict import WEIGHTS_NAME, save_weights
     from segbench.train import LOG_NAME, STATE_NAME, train_segmentation
     from segbench.unet import build_unet
@@ -272,7 +272,7 @@ def run(config: SegConfig, workspace: Path, out: Path | None = None, resume: boo
         synth_shards=str(plan.synth_dir.resolve()) if plan.synth_dir else config.synth_shards,
         checkpoint=str(plan.checkpoint.resolve()) if plan.checkpoint else config.checkpoint)
     label = run_label(config.real_per_batch, config.synth_per_batch, not spec.is_identity)
-    device = distributed.local_device(resolve_device(config.device))
+    device = resolve_device(config.device)
     real = _load_real(plan)
     synth = _synth_source(config, plan, real["train"], device)   # refuses mismatches before a run dir exists
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from segbench.report import config_label, is_noaug
 
 TOP_KEYS = {"title", "description", "dataset", "root", "preset", "folds", "seeds", "train_fraction", "structures",
@@ -179,7 +179,7 @@ def _same_gan(run: Path, config) -> bool:
 
 def ensure_generator(m: Manifest, fold: int, preset: str, ws: Path) -> Path:
     """The final checkpoint of a fully trained GAN for this fold: reuses, resumes or trains one."""
-    from pairgen import workspace as layout
+    from pairgen.core import workspace as layout
     from pairgen.checkpoint import checkpoint_path
     from pairgen.train import launch
 
@@ -195,7 +195,7 @@ def ensure_generator(m: Manifest, fold: int, preset: str, ws: Path) -> Path:
 
 def ensure_export(m: Manifest, fold: int, checkpoint: Path, ws: Path) -> Path:
     """A complete export of `checkpoint` with at least [gan] export_n pairs: reuses, resumes or writes one."""
-    from pairgen import workspace as layout
+    from pairgen.core import workspace as layout
     from pairgen.export import default_export_dir, export
     from pairgen.shards import read_manifest
 
@@ -321,7 +321,7 @@ def sweep(manifest: Path, workspace: Path | None = None, jobs: int = 1, dry_run:
     """
     from dataclasses import replace
 
-    from pairgen.workspace import newest_export, workspace_root
+    from pairgen.core.workspace import newest_export, workspace_root
 
     if console is None:
         from rich.console import Console

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pairgen.shards import atomic_write_bytes
+from pairgen.core.files import atomic_write_bytes
 
 NAMES = {"dice": "Dice", "iou": "IoU", "hausdorff_mm": "Hausdorff (mm)", "hd95_mm": "HD95 (mm)",
          "assd_mm": "ASSD (mm)", "miou": "mIoU", "miou_excl_human_object": "mIoU excl. human & object"}

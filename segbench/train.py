@@ -17,7 +17,6 @@ written atomically, read with weights_only=True).
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import time
@@ -29,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pairgen import distributed
-from pairgen.checkpoint import require_safe_torch
-from pairgen.errors import UserError
-from pairgen.shards import ShardSet, atomic_write_bytes
+from pairgen.core import distributed
+from pairgen.core.jsonlog import trim_log
+from pairgen.core.torchio import load_state, save_state
+from pairgen.core.errors import UserError
+from pairgen.shards import ShardSet
 from segbench.mixing import MixedBatches, RealSource, uint8_to_model
 from segbench.presets import SegConfig
 
@@ -163,21 +163,6 @@ def _rank_rows(config: SegConfig, batches: MixedBatches, world: int) -> torch.Te
     return torch.tensor(index, device=batches.device)
 
 
-def _save_state(path: Path, state: dict[str, Any]) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())   # temp file + fsync + rename: never a torn checkpoint
-
-
-def _trim_log(path: Path, last_iteration: int) -> None:
-    """Drop log lines past the checkpoint a resumed run restarts from (they will be written again)."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("iteration", 0) <= last_iteration]
-    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
-
-
 def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: MixedBatches, val_set: ShardSet,
                        run_dir: Path, resume: bool = False, show_progress: bool = True,
                        checkpoint_seconds: float = CHECKPOINT_SECONDS) -> dict[str, Any]:
@@ -213,12 +198,10 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
 
     iteration, elapsed, finished, best_state = 0, 0.0, False, None
     if resume and state_path.is_file():
-        require_safe_torch()
         try:
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
-        except Exception as exc:   # unpickling / zip errors: the file is not a state this code wrote
-            raise UserError(f"{state_path}: unreadable training state ({exc.__class__.__name__}); delete it to "
-                            "restart this run from scratch") from None
+            state = load_state(state_path, "training state")
+        except UserError as exc:
+            raise UserError(f"{exc}; delete it to restart this run from scratch") from None
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         stopper.load_state_dict(state["early_stopping"])
@@ -228,12 +211,12 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
         best_state = {k: v.to(device) for k, v in state["best_model"].items()} if state["best_model"] else None
         iteration, elapsed, finished = int(state["iteration"]), float(state["wall_s"]), bool(state["finished"])
         if rank == 0:
-            _trim_log(log_path, iteration)
+            trim_log(log_path, "iteration", iteration)
     elif rank == 0:
         log_path.write_text("")
 
     def snapshot(done: bool) -> None:
-        _save_state(state_path, {
+        save_state(state_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "best_model": best_state or {}, "early_stopping": stopper.state_dict(),
             "batches": batches.state_dict(), "aug_generator": aug_generator.get_state(),

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from pairgen import shards
-from pairgen.errors import UserError
+from pairgen.core import files
+from pairgen.core.errors import UserError
 from tests.fixtures import make_real_split
 
 
@@ -88,7 +89,7 @@ def test_deflated_chunks_read_back_with_plain_h5py_whatever_the_pool(n: int, tmp
     serial = shards.write_shard(tmp_path / "a.h5", arrays, SYNTHETIC_ATTRS)
     with ThreadPoolExecutor(3) as pool:
         threaded = shards.write_shard(tmp_path / "b.h5", arrays, SYNTHETIC_ATTRS, pool=pool)
-    assert serial.sha256 == threaded.sha256 == shards.sha256_file(tmp_path / "b.h5")
+    assert serial.sha256 == threaded.sha256 == files.sha256_file(tmp_path / "b.h5")
     with h5py.File(tmp_path / "a.h5") as h5:
         assert (h5["masks_raw"].compression, h5["masks_raw"].shuffle) == ("gzip", True)
         assert (h5["masks"].compression, h5["images"].compression) == ("gzip", None)

@@ -14,7 +14,7 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import numpy as np
 
 from pairgen.datasets.base import Case, DatasetAdapter, Sample, register
 from pairgen.datasets.imageio import check_values, find_dirs, read_image, read_label_image
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 
 ENV_VAR = "CITYSCAPES_DATASET"
 CATEGORIES = ["void", "flat", "construction", "object", "nature", "sky", "human", "vehicle"]

@@ -15,7 +15,7 @@ import numpy as np
 from pairgen.datasets.base import Case, DatasetAdapter, Sample, register
 from pairgen.datasets.imageio import (check_values, find_dirs, image_mode, read_image,
                                       read_label_image, require_root)
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
 MASK_SUFFIXES = (".png", ".gif", ".bmp", ".tif", ".tiff")

@@ -14,7 +14,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 
 # Everything PIL (or a truncated stream) raises while decoding a broken file.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, UnidentifiedImageError,

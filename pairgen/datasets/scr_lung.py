@@ -22,7 +22,7 @@ import numpy as np
 from pairgen.datasets.base import Case, DatasetAdapter, Sample, register
 from pairgen.datasets.imageio import (check_values, files_below, read_image, read_jsrt_raw,
                                       read_label_image, require_root)
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 
 STRUCTURES = ("left lung", "right lung", "heart", "left clavicle", "right clavicle")
 DEFAULT_STRUCTURES = ("left lung",)

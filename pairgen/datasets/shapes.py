@@ -15,7 +15,7 @@ from functools import partial
 import numpy as np
 
 from pairgen.datasets.base import Case, DatasetAdapter, Sample, register
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 
 CLASS_NAMES = ["background", "disc", "square", "triangle"]
 DEFAULT_N = 300

@@ -8,12 +8,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from pairgen.bench import bench_config, gan_iteration_flops, penalty_bf16_error
+from pairgen.perf.gan_bench import bench_config, gan_iteration_flops, penalty_bf16_error
 from pairgen.networks import build_critic, build_generator, pair_channels
-from pairgen.perf import Paired, forward_macs, make_record, paired_timing
+from pairgen.perf.timing import Paired, forward_macs, make_record, paired_timing
 from pairgen.presets import make_config
-from pairgen.reference import reference_critic, reference_generator
-from segbench.bench import ReferenceUNet
+from pairgen.perf.reference import reference_critic, reference_generator
+from segbench.perf.unet_bench import ReferenceUNet
 from segbench.unet import UNet
 
 
@@ -120,7 +120,7 @@ def test_paired_timing_and_record() -> None:
 
 
 def test_profile_gan_reports_phases_and_operators() -> None:
-    from pairgen.profiling import profile_gan
+    from pairgen.perf.profiling import profile_gan
 
     text = profile_gan("scr-lung", "tiny", torch.device("cpu"), iters=1, rows=5)
     phases = {line.split()[0]: float(line.split("ms/it")[1].split("%")[0]) for line in text.splitlines()
@@ -131,7 +131,7 @@ def test_profile_gan_reports_phases_and_operators() -> None:
 
 
 def test_operator_counts_see_the_layer_norm_double_backward() -> None:
-    from pairgen.profiling import format_operator_counts, operator_counts
+    from pairgen.perf.profiling import format_operator_counts, operator_counts
 
     layer = operator_counts("scr-lung", "tiny", side=16)
     plain = operator_counts("scr-lung", "tiny", critic_norm="none", side=16)

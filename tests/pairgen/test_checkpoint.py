@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from pairgen import checkpoint as ckpt
-from pairgen.errors import UserError
+from pairgen.core import torchio
+from pairgen.core.errors import UserError
 from pairgen.networks import build_critic, build_generator
 from pairgen.presets import make_config
 from pairgen.shards import sha256_file
@@ -30,7 +31,7 @@ def make_state(step: int, config=CONFIG) -> dict:
     opt_g.step()
     return {"format": ckpt.FORMAT, "version": ckpt.VERSION, "config": config.to_json(), "step": step,
             "generator": generator.state_dict(), "critic": critic.state_dict(), "opt_g": opt_g.state_dict(),
-            "opt_d": opt_d.state_dict(), "rng": ckpt.capture_rng(),
+            "opt_d": opt_d.state_dict(), "rng": torchio.capture_rng(),
             "data_order": {"n": 4, "seed": 0, "epoch": 1, "position": 2}, "dataset": config.dataset,
             "fold_id": config.fold_id, "class_names": list(config.class_names)}
 
@@ -53,12 +54,12 @@ def test_round_trip_and_load_generator(tmp_path: Path) -> None:
 def test_rng_state_survives_weights_only(tmp_path: Path) -> None:
     torch.manual_seed(5)
     np.random.seed(5)
-    rng = ckpt.capture_rng()
+    rng = torchio.capture_rng()
     expected = (torch.rand(3), np.random.rand(3))
     path = tmp_path / "ckpt-0000001.pt"
     ckpt.save_checkpoint(path, {**make_state(1), "rng": rng})
     torch.rand(10), np.random.rand(10)
-    ckpt.restore_rng(ckpt.load_checkpoint(path)["rng"])
+    torchio.restore_rng(ckpt.load_checkpoint(path)["rng"])
     assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])
 
 

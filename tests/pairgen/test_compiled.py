@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pairgen.compiled import CompiledCriticLoss
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from pairgen.networks import build_critic, build_generator, pair_channels
 from pairgen.presets import make_config
 from pairgen.train import _make_optimizer

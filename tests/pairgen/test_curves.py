@@ -1,4 +1,4 @@
-"""Training-curve PNGs drawn from JSON-lines logs (pairgen.curves)."""
+"""Training-curve PNGs drawn from JSON-lines logs (pairgen.core.curves)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from pairgen.curves import GAN_PANELS, plot_curves, read_log
+from pairgen.core.curves import GAN_PANELS, plot_curves, read_log
 
 
 def _log(path: Path, lines: list[str]) -> Path:

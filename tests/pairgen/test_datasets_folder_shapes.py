@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pairgen.datasets import REGISTRY, get_adapter
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from pairgen.prepare import check_dataset
 
 try:

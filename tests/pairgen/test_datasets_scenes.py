@@ -10,7 +10,7 @@ import pytest
 from pairgen.datasets import get_adapter
 from pairgen.datasets.camvid import NATIVE_CLASSES
 from pairgen.datasets.cityscapes import CATEGORIES, LABELS
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from pairgen.prepare import check_dataset
 
 try:

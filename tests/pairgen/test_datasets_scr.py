@@ -9,7 +9,7 @@ import pytest
 
 from pairgen.datasets import get_adapter
 from pairgen.datasets.imageio import read_jsrt_raw
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from pairgen.prepare import check_dataset
 
 try:

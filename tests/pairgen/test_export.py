@@ -16,8 +16,10 @@ import pytest
 import torch
 
 from pairgen import checkpoint as ckpt
+from pairgen.core import torchio
+from pairgen.core import files
 from pairgen import shards
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from pairgen.export import default_export_dir, default_writers, export, resolve_checkpoint
 from pairgen.networks import build_critic, build_generator
 from pairgen.presets import make_config
@@ -40,7 +42,7 @@ def make_checkpoint(run_dir: Path, config=CONFIG, step: int = 20) -> Path:
             module.running_var.uniform_(0.5, 2.0)
     state = {"format": ckpt.FORMAT, "version": ckpt.VERSION, "config": config.to_json(), "step": step,
              "generator": generator.state_dict(), "critic": critic.state_dict(), "opt_g": {}, "opt_d": {},
-             "rng": ckpt.capture_rng(), "data_order": {}, "dataset": config.dataset, "fold_id": config.fold_id,
+             "rng": torchio.capture_rng(), "data_order": {}, "dataset": config.dataset, "fold_id": config.fold_id,
              "class_names": list(config.class_names)}
     path = ckpt.checkpoint_path(run_dir, step)
     ckpt.save_checkpoint(path, state)
@@ -76,7 +78,7 @@ def test_schema_attrs_and_values(tiny_ckpt: Path, tmp_path: Path) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     expected = {"kind": "synthetic", "dataset": "scr-lung", "split": "synthetic", "fold": "fold1", "seed": 3,
                 "class_names": ["background", "left lung"], "trained_dataset": "scr-lung", "trained_fold": "fold1",
-                "generator_sha256": shards.sha256_file(tiny_ckpt), "n_expected": 20}
+                "generator_sha256": files.sha256_file(tiny_ckpt), "n_expected": 20}
     assert {k: manifest[k] for k in expected} == expected
     assert [s["file"] for s in manifest["shards"]] == ["shard-00000.h5", "shard-00001.h5", "shard-00002.h5"]
     with h5py.File(out / "shard-00002.h5") as h5:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from pairgen import shards
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from pairgen.prepare import dataset_info, prepare, resize_image, resize_mask
-from pairgen.workspace import real_dir
+from pairgen.core.workspace import real_dir
 
 try:
     from tests.pairgen import dataset_trees as trees

@@ -9,7 +9,7 @@ import pytest
 
 from pairgen import splits
 from pairgen.datasets.base import Case, Sample
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 
 
 def fake_cases(ids: list[str], source: str = "all") -> list[Case]:

@@ -1,4 +1,4 @@
-"""pairgen.traffic on hand-counted cases: what an ATen call reads and writes, views, in-place ops, the affine
+"""pairgen.perf.traffic on hand-counted cases: what an ATen call reads and writes, views, in-place ops, the affine
 extrapolation in the batch."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pairgen.traffic import TrafficMode, bytes_at_batch, gpu_bandwidth, traffic_of
+from pairgen.perf.traffic import TrafficMode, bytes_at_batch, gpu_bandwidth, traffic_of
 
 
 def test_an_op_reads_its_inputs_and_writes_its_output_once() -> None:

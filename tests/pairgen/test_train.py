@@ -14,7 +14,7 @@ from PIL import Image
 import pairgen.train as train_module
 import pairgen.wgan_gp as wgan_gp_module
 from pairgen.checkpoint import load_checkpoint, load_generator
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from pairgen.networks import build_critic, build_generator
 from pairgen.presets import GANConfig, make_config
 from pairgen.train import TrainingDiverged, train

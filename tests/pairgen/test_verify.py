@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pairgen import shards
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from pairgen.export import Source, export_source
 from pairgen.networks import build_generator
 from pairgen.presets import make_config

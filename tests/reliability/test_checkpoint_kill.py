@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import pairgen.checkpoint as ckpt
+from pairgen.core import torchio
 import pairgen.train as train_module
 from pairgen.train import train
 from tests.fixtures import make_real_tree
@@ -96,7 +97,7 @@ def check_checkpoints(run: Path, newest_before: int) -> int:
     found = ckpt._checkpoints(run / ckpt.CHECKPOINT_DIR)
     for step, path in found:
         state = ckpt.load_checkpoint(path)            # raises on a torn or unreadable file
-        assert state["step"] == step and ckpt._non_finite(state) is None
+        assert state["step"] == step and torchio.non_finite(state, ("generator", "critic", "opt_g", "opt_d")) is None
     newest = found[-1][0] if found else 0
     assert newest >= newest_before, f"newest checkpoint went from step {newest_before} to {newest}"
     assert len(found) <= KEEP + 1                         # a kill between rename and pruning leaves one extra

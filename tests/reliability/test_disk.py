@@ -20,9 +20,10 @@ from rich.console import Console
 
 import pairgen.train as train_module
 from pairgen import checkpoint as ckpt
+from pairgen.core import files
 from pairgen import shardfilters, shards
-from pairgen.cli import run_app
-from pairgen.errors import StorageError, writing
+from pairgen.core.cli import run_app
+from pairgen.core.errors import StorageError, writing
 from pairgen.export import export
 from pairgen.train import train
 from tests.fixtures import make_real_tree
@@ -57,7 +58,7 @@ def assert_storage_error(outcome: tuple, path: Path, reasons: tuple[str, ...]) -
     """The worker stopped with a one-line StorageError naming something under `path` and the system's reason."""
     assert outcome[0] == "error", outcome
     kind, message = outcome[1], outcome[2]
-    assert kind == "pairgen.errors.StorageError", outcome[3]
+    assert kind == "pairgen.core.errors.StorageError", outcome[3]
     assert "\n" not in message and str(path) in message and any(r in message for r in reasons), message
     return message
 
@@ -95,7 +96,7 @@ def test_export_writer_thread_failure(where: str, gan: Path, tmp_path: Path, mon
     expected = {s.file: s.sha256 for s in shards.read_manifest(reference).shards}
     threads: list[str] = []
     if where == "shard-writer":
-        atomic_write = shards.atomic_write_bytes
+        atomic_write = files.atomic_write_bytes
 
         def failing_write(path: Path, data: bytes) -> None:
             if path.name == "shard-00003.h5":
@@ -124,7 +125,7 @@ def test_export_writer_thread_failure(where: str, gan: Path, tmp_path: Path, mon
     assert threads and all(name.startswith(where) for name in threads), threads
     assert not (out / shards.MANIFEST_NAME).exists() and faults.temp_files(out) == []
     written = shard_bytes(out)
-    assert written and all(shards.sha256_file(out / name) == expected[name] for name in written)
+    assert written and all(files.sha256_file(out / name) == expected[name] for name in written)
     monkeypatch.undo()
     run_export(gan, out, 40, resume=True, writers=2)
     assert shards.verify_directory(out) == []
@@ -220,9 +221,9 @@ def test_atomic_writes_report_and_clean_up(tmp_path: Path, monkeypatch: pytest.M
     def failing_fsync(fd: int) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(shards.os, "fsync", failing_fsync)
+    monkeypatch.setattr(files.os, "fsync", failing_fsync)
     with pytest.raises(StorageError, match="manifest.json: cannot write \\(Input/output error\\)"):
-        shards.atomic_write_json(target, {"new": True})
+        files.atomic_write_json(target, {"new": True})
     with pytest.raises(StorageError, match="shard-00000.h5"):
         shards.write_shard(tmp_path / "shard-00000.h5", {"images": np.zeros((1, 2, 2, 1), np.uint8),
                                                          "masks": np.zeros((1, 2, 2), np.uint8),

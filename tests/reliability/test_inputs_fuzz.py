@@ -28,7 +28,7 @@ import torch
 
 from pairgen import shards
 from pairgen.datasets import imageio
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from pairgen.prepare import check_dataset, prepare
 from tests.fixtures import make_real_split
 from tests.pairgen import dataset_trees as trees

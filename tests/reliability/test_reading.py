@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from pairgen import shards
-from pairgen.errors import UserError
+from pairgen.core import files
+from pairgen.core.errors import UserError
 from pairgen.train import PairData
 from tests.fixtures import make_real_split
 from tests.pairgen.test_train import small_config
@@ -33,7 +34,7 @@ def resign(path: Path) -> None:
     and the reader."""
     directory = path.parent
     manifest = shards.read_manifest(directory)
-    infos = [dataclasses.replace(s, sha256=shards.sha256_file(directory / s.file)) for s in manifest.shards]
+    infos = [dataclasses.replace(s, sha256=files.sha256_file(directory / s.file)) for s in manifest.shards]
     shards.write_manifest(directory, manifest.attrs, infos)
 
 
@@ -153,5 +154,5 @@ def test_readers_have_no_dataloader_workers_and_segbench_reads_only_through_load
     for package in ("pairgen", "segbench"):
         names = _imports_and_calls(package)
         assert not [n for n in names if n[1] in ("DataLoader", "torch.utils.data", "torch.utils.data.DataLoader")]
-    # bench.py times a per-sample h5py reader as the baseline to beat; it reads no training data
-    assert not [n for n in _imports_and_calls("segbench") if n[1].split(".")[0] == "h5py" and n[0] != "bench.py"]
+    # perf/unet_bench.py times a per-sample h5py reader as the baseline to beat; it reads no training data
+    assert not [n for n in _imports_and_calls("segbench") if n[1].split(".")[0] == "h5py" and n[0] != "unet_bench.py"]

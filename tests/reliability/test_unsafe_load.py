@@ -17,9 +17,10 @@ import pytest
 import torch
 
 from pairgen import checkpoint as ckpt
-from pairgen.errors import UserError
+from pairgen.core import torchio
+from pairgen.core.errors import UserError
 from pairgen.export import export
-from pairgen.workspace import real_dir
+from pairgen.core.workspace import real_dir
 from tests.fixtures import make_real_tree
 from tests.pairgen.test_train import small_config
 from tests.reliability import faults
@@ -119,10 +120,10 @@ def resume_segbench(run_dir: Path) -> None:
                                            ("garbage", False)])
 def test_torch_version_gate(version: str, safe: bool) -> None:
     if safe:
-        ckpt.require_safe_torch(version)
+        torchio.require_safe_torch(version)
     else:
         with pytest.raises(UserError, match="CVE-2025-32434"):
-            ckpt.require_safe_torch(version)
+            torchio.require_safe_torch(version)
 
 
 def test_an_old_torch_loads_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,7 +144,7 @@ def test_an_old_torch_loads_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_installed_torch_is_safe() -> None:
-    ckpt.require_safe_torch()
+    torchio.require_safe_torch()
 
 
 def test_every_torch_load_in_the_code_is_weights_only_and_nothing_unpickles() -> None:

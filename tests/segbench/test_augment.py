@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from segbench.augment import NAMES, PRESETS, AugSpec, augment_batch, parse_spec, sample_geometry, warp
 
 GEOMETRIC = ["flip=1", "translate=4", "rotate=20", "crop=0.7", "elastic=3", "elastic=4,elastic_grid=6",

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import pairgen.bench
-import segbench.bench
-from pairgen.perf import Record
-from segbench import benchsuite
+import pairgen.perf.gan_bench
+import segbench.perf.unet_bench
+from pairgen.perf.timing import Record
+from segbench.perf import benchsuite
 
 
 def _record(workload: str, throughput: float) -> Record:
@@ -25,10 +25,10 @@ def test_failing_workload_keeps_the_others_and_saves_as_it_goes(monkeypatch: pyt
     def broken(*args, **kwargs):
         raise RuntimeError("a CUDA-only path broke")
 
-    monkeypatch.setattr(pairgen.bench, "bench_gan_train", broken)
-    monkeypatch.setattr(pairgen.bench, "bench_export", lambda *a, **k: _record("export", 8.0))
-    monkeypatch.setattr(segbench.bench, "bench_unet_train", lambda *a, **k: [_record("unet-train", 3.0)])
-    monkeypatch.setattr(segbench.bench, "bench_pipeline", lambda *a, **k: _record("pipeline", 5.0))
+    monkeypatch.setattr(pairgen.perf.gan_bench, "bench_gan_train", broken)
+    monkeypatch.setattr(pairgen.perf.gan_bench, "bench_export", lambda *a, **k: _record("export", 8.0))
+    monkeypatch.setattr(segbench.perf.unet_bench, "bench_unet_train", lambda *a, **k: [_record("unet-train", 3.0)])
+    monkeypatch.setattr(segbench.perf.unet_bench, "bench_pipeline", lambda *a, **k: _record("pipeline", 5.0))
     lines: list[str] = []
     saved: list[list[str]] = []
 
@@ -47,13 +47,13 @@ def test_failing_workload_keeps_the_others_and_saves_as_it_goes(monkeypatch: pyt
 
 
 def test_a_record_yielded_before_a_failure_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pairgen.bench
+    import pairgen.perf.gan_bench
 
     def half_done(*args, **kwargs):
         yield _record("gan-train", 4.0)
         raise RuntimeError("the CUDA-graph ablation broke")
 
-    monkeypatch.setattr(pairgen.bench, "bench_gan_train", half_done)
+    monkeypatch.setattr(pairgen.perf.gan_bench, "bench_gan_train", half_done)
     lines: list[str] = []
     records = benchsuite.run_suite(torch.device("cpu"), "tiny", workloads=("gan-train",), echo=lines.append,
                                    on_record=lambda so_far: benchsuite.save_json(so_far, tmp_path / "b.json"),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from segbench.evaluate import (evaluate_folders, evaluate_predictions, parse_spacing, read_mask,
                                read_per_image_csv, write_per_image_csv, write_summary)
 from segbench.metrics import dice

@@ -1,10 +1,10 @@
-"""segbench.floors: floors from hand-made records and byte counts."""
+"""segbench.perf.floors: floors from hand-made records and byte counts."""
 
 from __future__ import annotations
 
 import pytest
 
-from segbench.floors import floors, format_floors
+from segbench.perf.floors import floors, format_floors
 
 
 def _record(workload: str, throughput: float, device: str = "cuda", dataset: str = "scr-lung") -> dict:

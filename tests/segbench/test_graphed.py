@@ -15,7 +15,7 @@ import torch
 import segbench.graphed
 import segbench.train
 from pairgen.shards import load_shards
-from segbench.bench import graph_agreement
+from segbench.perf.unet_bench import graph_agreement
 from segbench.graphed import GraphedTrainStep, use_graph
 from segbench.mixing import MixedBatches, RealSource
 from segbench.presets import SegConfig, make_config

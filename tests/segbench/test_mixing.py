@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from pairgen.shards import ShardSet
 from segbench.mixing import MixedBatches, RealSource, ShardSynthSource, uint8_to_model
 

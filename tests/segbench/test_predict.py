@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from segbench.predict import load_weights, predict_folder, predict_logits, save_weights
 from segbench.unet import UNet
 

@@ -13,8 +13,8 @@ import pytest
 from rich.console import Console
 from scipy import stats as scipy_stats
 
-from pairgen.errors import UserError
-from pairgen.shards import atomic_write_json
+from pairgen.core.errors import UserError
+from pairgen.core.files import atomic_write_json
 from segbench.evaluate import write_per_image_csv
 from segbench.metrics import summarize
 from segbench.presets import SegConfig

@@ -12,7 +12,7 @@ import torch
 
 from pairgen import checkpoint as ckpt
 from pairgen import shards
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 from segbench import run as run_module
 from segbench.presets import SegConfig, make_config
 from segbench.run import resolve_config, run

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from pairgen.errors import UserError
-from pairgen.shards import atomic_write_json
+from pairgen.core.errors import UserError
+from pairgen.core.files import atomic_write_json
 from segbench import sweep as sweep_module
 from segbench.evaluate import write_per_image_csv
 from segbench.sweep import load_manifest, plan, slug, sweep

@@ -1,5 +1,5 @@
 """Floors of the measured GPU workloads (scripts/floors.py; README "Performance"): per unit of work, the FLOPs
-(pairgen.perf, analytic) over the card's peak and the eager bytes (pairgen.traffic, counted) over its memory
+(pairgen.perf.timing, analytic) over the card's peak and the eager bytes (pairgen.perf.traffic, counted) over its memory
 bandwidth, beside the measured time. A step can take no less than the larger of the two; how far above it a
 figure lies is what launches and kernel efficiency cost, which tells where an optimisation can pay.
 """
@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import torch
 
-from pairgen.traffic import gpu_bandwidth
+from pairgen.perf.traffic import gpu_bandwidth
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,11 @@ class Floor:
 def _bytes_for(workload: str, dataset: str, preset: str) -> float | None:
     """Eager bytes per unit of a workload record, or None for workloads without a step model here."""
     if workload == "gan-train":
-        from pairgen.bench import bench_config, gan_iteration_bytes
+        from pairgen.perf.gan_bench import bench_config, gan_iteration_bytes
 
         return gan_iteration_bytes(bench_config(dataset, preset, torch.device("cpu")))
     if workload == "unet-train":
-        from segbench.bench import unet_step_bytes
+        from segbench.perf.unet_bench import unet_step_bytes
 
         return unet_step_bytes(dataset, preset)
     return None

@@ -3,7 +3,7 @@
 Model: every ATen call reads each tensor it is given and writes each tensor it returns, once, from and to device
 memory; view operations (reshape, permute, detach, …) move nothing. So the total is the traffic of the step run
 as PyTorch's eager kernels run it, op by op, without fusion or cache reuse: what the kernels the profile shows
-have to move. Fused kernels move less; the FLOP count (pairgen.perf) is the other floor. A step cannot take less
+have to move. Fused kernels move less; the FLOP count (pairgen.perf.timing) is the other floor. A step cannot take less
 than max(FLOPs / peak FLOP rate, bytes / memory bandwidth); the gap between that and the measured time is what
 kernel efficiency (not launches, not arithmetic volume) costs.
 

@@ -13,9 +13,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from pairgen.bench import bench_config, gan_iteration_flops, random_pair_batch
+from pairgen.perf.gan_bench import bench_config, gan_iteration_flops, random_pair_batch
 from pairgen.networks import build_critic, build_generator
-from pairgen.perf import sync
+from pairgen.perf.timing import sync
 from pairgen.presets import GANConfig
 from pairgen.train import _make_optimizer
 from pairgen.wgan_gp import critic_step, generator_step, make_fakes

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pairgen import shards
-from pairgen.perf import Record, ablation, device_peak, forward_macs, make_record, paired_timing, plain_backend
+from pairgen.perf.timing import Record, ablation, device_peak, forward_macs, make_record, paired_timing, plain_backend
 from pairgen.presets import WIDE_DATASETS, preset_values as gan_preset_values
 from pairgen.shards import ShardSet
 from segbench.mixing import MixedBatches, RealSource, ShardSynthSource
@@ -217,7 +217,7 @@ def bench_unet_train(dataset: str, preset: str, device: torch.device, steps: int
     precision = "bf16" if device.type == "cuda" and config.amp else "fp32"
     yield make_record("unet-train", device, preset, timings, steps, steps, "it/s",
                       unet_step_flops(config, channels, n_classes, height, width), device_peak(device, precision),
-                      "plain eager fp32 U-Net step (segbench.bench.ReferenceUNet)", dataset=dataset,
+                      "plain eager fp32 U-Net step (segbench.perf.unet_bench.ReferenceUNet)", dataset=dataset,
                       batch_size=config.batch_size, depth=config.depth, filters=config.filters,
                       resolution=f"{height}x{width}", precision=precision)
     if ablate:
@@ -359,9 +359,9 @@ def probe_unet_capture(dataset: str, preset: str, device: torch.device, phase: s
 
 def unet_step_bytes(dataset: str, preset: str, amp: bool = True) -> float:
     """Bytes one training step (train_step: forward, loss, backward, fused Adam) moves at the preset's batch as
-    eager kernels run it (pairgen.traffic), counted on the CPU under bf16 autocast when `amp` (the CUDA step's
+    eager kernels run it (pairgen.perf.traffic), counted on the CPU under bf16 autocast when `amp` (the CUDA step's
     dtypes) and extrapolated from batches 1 and 2."""
-    from pairgen.traffic import bytes_at_batch, traffic_of
+    from pairgen.perf.traffic import bytes_at_batch, traffic_of
     from segbench.train import train_step
     from segbench.unet import build_unet
 

@@ -1,4 +1,4 @@
-"""GAN-training and export workloads of scripts/bench.py: pairgen's own code against pairgen.reference.
+"""GAN-training and export workloads of scripts/bench.py: pairgen's own code against pairgen.perf.reference.
 
 gan-train   pairgen.train.train (the real loop: data sampling, finite checks, logging) on random pairs in a
             temporary shard directory. One project call trains 2·T iterations with tick_every = T and reports the
@@ -36,10 +36,10 @@ import torch
 from pairgen import shards
 from pairgen.encoding import encode_mask
 from pairgen.networks import build_critic, build_generator, pair_channels
-from pairgen.perf import (Paired, Record, ablation, device_peak, forward_macs, make_record, paired_timing,
+from pairgen.perf.timing import (Paired, Record, ablation, device_peak, forward_macs, make_record, paired_timing,
                           plain_backend)
 from pairgen.presets import GANConfig, make_config
-from pairgen.reference import ReferenceGAN, reference_export
+from pairgen.perf.reference import ReferenceGAN, reference_export
 
 CLASS_NAMES = {"scr-lung": ("background", "left lung"),
                "cityscapes": ("void", "flat", "construction", "object", "nature", "sky", "human", "vehicle")}
@@ -205,7 +205,7 @@ def bench_gan_train(dataset: str, preset: str, device: torch.device, window: int
     timings: Paired = paired_timing(project, gan_reference(config, device, window), rounds, device)
     precision = "bf16" if device.type == "cuda" and config.amp else "fp32"
     yield make_record("gan-train", device, preset, timings, window, window, "it/s", gan_iteration_flops(config),
-                      device_peak(device, precision), "plain eager fp32 WGAN-GP (pairgen.reference)",
+                      device_peak(device, precision), "plain eager fp32 WGAN-GP (pairgen.perf.reference)",
                       dataset=dataset, batch_size=config.batch_size, precision=precision,
                       penalty_bf16_rel_error=penalty_bf16_error(config, device),
                       minutes_for_10k_iterations=10_000 * float(np.median(timings.project)) / window / 60)
@@ -309,10 +309,10 @@ def _write_rates(config: GANConfig, n: int, workdir: Path) -> dict[str, float]:
 
 
 def gan_iteration_bytes(config: GANConfig, amp: bool = True) -> float:
-    """Bytes one training iteration moves at config.batch_size as eager kernels run it (pairgen.traffic):
+    """Bytes one training iteration moves at config.batch_size as eager kernels run it (pairgen.perf.traffic):
     the fakes' forward, S critic steps and the generator step with their fused Adam updates, counted on the CPU
     with bf16 autocast when `amp` (the dtypes of the CUDA step) and extrapolated from batches 1 and 2."""
-    from pairgen.traffic import bytes_at_batch, traffic_of
+    from pairgen.perf.traffic import bytes_at_batch, traffic_of
     from pairgen.wgan_gp import critic_step, generator_step, make_fakes
 
     cpu = torch.device("cpu")

@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from pairgen.errors import UserError
+from pairgen.core.errors import UserError
 
 ENV_VAR = "PAIRGEN_WORKSPACE"
 SPLITS = ("train", "val", "test")

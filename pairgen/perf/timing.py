@@ -1,4 +1,4 @@
-"""Benchmark machinery shared by pairgen.bench and segbench.bench: analytic FLOP counts, device peaks, paired
+"""Benchmark machinery shared by pairgen.perf.gan_bench and segbench.perf.unet_bench: analytic FLOP counts, device peaks, paired
 timing of project code against a plain reference, and the result record that scripts/bench.py prints and saves.
 
 FLOPs are counted analytically, not measured: a multiply-accumulate (MAC) of a conv / transposed conv / linear
@@ -8,7 +8,7 @@ Per layer, for one forward:
   ConvTranspose2d   MACs = input elements × (C_out / groups) × kH × kW
   Linear            MACs = (input elements / in_features) × in_features × out_features
 A training step (forward + backward with input and weight gradients) counts 3 forwards; the workloads state
-their own multipliers (the WGAN-GP penalty's double backward in pairgen.bench).
+their own multipliers (the WGAN-GP penalty's double backward in pairgen.perf.gan_bench).
 """
 
 from __future__ import annotations

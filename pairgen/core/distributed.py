@@ -136,13 +136,6 @@ def rank_slice(per_rank: int) -> slice:
     return slice(start, start + per_rank)
 
 
-def local_device(device: torch.device) -> torch.device:
-    """Under torchrun, a bare 'cuda' means this process's GPU, cuda:LOCAL_RANK; anything else is kept."""
-    if device.type == "cuda" and device.index is None and world_size() > 1:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank() % torch.cuda.device_count())))
-    return device
-
-
 def seed_rank(seed: int, rank_: int, step: int = 0) -> None:
     """Give rank `rank_` (> 0) its own torch/numpy streams (z, ε), derived from (seed, rank, step) only."""
     import numpy as np

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from pairgen.shards import atomic_write_bytes
+from pairgen.core.files import atomic_write_bytes
 
 GAN_PANELS = (("critic_loss", "critic loss"), ("wasserstein", "Wasserstein estimate"), ("gp", "gradient penalty"),
               ("generator_loss", "generator loss"), ("diversity", "sample diversity"))

@@ -1,8 +1,8 @@
 """The benchmark suite behind scripts/bench.py: which workloads run at which sizes, the printed table, the JSON.
 
 Workloads (each measured against its plain reference in the same run, interleaved round by round):
-  gan-train (pairgen.bench), export (pairgen.bench), unet-train (segbench.bench; road scenes too at the thesis
-  preset, since the thesis targets both U-Nets), pipeline (segbench.bench).
+  gan-train (pairgen.perf.gan_bench), export (pairgen.perf.gan_bench), unet-train (segbench.perf.unet_bench; road scenes too at the thesis
+  preset, since the thesis targets both U-Nets), pipeline (segbench.perf.unet_bench).
 Sizes are per preset: enough work per call to swamp timer noise, few enough rounds that tiny + small finish in
 a few minutes on 2 CPU cores and the thesis preset in under 5 minutes on one H100.
 """
@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import torch
 
-from pairgen.perf import Record
+from pairgen.perf.timing import Record
 
 # per preset: GAN window (iterations per timed call) and rounds; export n, reference n, rounds, samples per shard
 # (at least 2 shards, so the writer thread overlaps as in a real export); U-Net steps and rounds; pipeline
@@ -37,8 +37,8 @@ def run_suite(device: torch.device, preset: str, dataset: str = "scr-lung", work
               on_record: Any = None) -> list[Record]:
     """Run the chosen workloads at `preset` on `device`; `echo` gets one line per finished record and
     `on_record` (if given) the list of records so far, so a caller can save them before a time limit strikes."""
-    from pairgen.bench import bench_export, bench_gan_graph, bench_gan_train
-    from segbench.bench import bench_pipeline, bench_unet_graph, bench_unet_train
+    from pairgen.perf.gan_bench import bench_export, bench_gan_graph, bench_gan_train
+    from segbench.perf.unet_bench import bench_pipeline, bench_unet_graph, bench_unet_train
 
     sizes = SIZES[preset]
     records: list[Record] = []
