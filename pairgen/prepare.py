@@ -22,7 +22,7 @@ from pairgen import shards
 from pairgen.datasets.base import Case, DatasetAdapter, get_adapter
 from pairgen.core.errors import UserError
 from pairgen.splits import SPLIT_NAMES, split_cases
-from pairgen.core.workspace import real_dir, workspace_root
+from pairgen.core.workspace import fold_id as workspace_fold_id, real_dir, workspace_root
 
 MAX_SHARD_BYTES = 256 << 20     # keep single shard files a manageable size (cityscapes full masks are 2 MB each)
 T = TypeVar("T")
@@ -120,11 +120,6 @@ def check_dataset(dataset: str, root: str | None, structures: tuple[str, ...] = 
     return problems
 
 
-def _fold_id(fold: int, train_fraction: float) -> str:
-    # same as GANConfig.fold_id, so prepared shards land where training looks for them
-    return f"fold{fold}" + ("" if train_fraction >= 1.0 else f"-frac{round(train_fraction * 100):02d}")
-
-
 def _already_prepared(out: Path, params: dict[str, Any]) -> bool:
     for split in SPLIT_NAMES:
         try:
@@ -188,7 +183,7 @@ def prepare(dataset: str, root: str | None, fold: int, height: int, width: int, 
     if not 0.0 < train_fraction <= 1.0:
         raise UserError(f"--train-fraction must be in (0, 1], not {train_fraction}")
     adapter = make_adapter(dataset, root, structures)
-    fold_id = _fold_id(fold, train_fraction)
+    fold_id = workspace_fold_id(fold, train_fraction)
     out = Path(out) if out is not None else real_dir(workspace_root(workspace), dataset, fold_id, height, width)
     resolved_root = "" if adapter.root is None else str(adapter.root.resolve())
     params: dict[str, Any] = {

@@ -9,12 +9,11 @@ Presets:
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from pairgen.core import workspace
+from pairgen.core.config import FrozenConfig
 from pairgen.core.errors import UserError
 
 PRESETS = ("tiny", "small", "thesis")
@@ -26,7 +25,19 @@ WIDE_DATASETS = ("cityscapes", "camvid")
 
 
 @dataclass(frozen=True)
-class GANConfig:
+class GANConfig(FrozenConfig):
+    """Everything a GAN run computes with; config.json of the run (pairgen.core.config.FrozenConfig).
+
+    EXECUTION_FIELDS may change on resume (how long and how it runs, how often it logs, samples, checkpoints);
+    every other field defines the generator being trained. DATA_FIELDS locate the data or are filled in from it
+    (dataset and fold already identify it), so two runs that differ only there train the same generator.
+    """
+
+    EXECUTION_FIELDS: ClassVar[tuple[str, ...]] = (
+        "iters", "device", "amp", "compile", "cuda_graph", "tick_every", "sample_every", "checkpoint_every",
+        "keep_checkpoints")
+    DATA_FIELDS: ClassVar[tuple[str, ...]] = ("root", "image_channels", "class_names")
+
     dataset: str
     preset: str = "tiny"
     root: str | None = None              # dataset root (None: adapter default / env var)
@@ -71,32 +82,7 @@ class GANConfig:
 
     @property
     def fold_id(self) -> str:
-        suffix = "" if self.train_fraction >= 1.0 else f"-frac{round(self.train_fraction * 100):02d}"
-        return f"fold{self.fold}{suffix}"
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "GANConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise UserError(f"config has unknown keys {sorted(unknown)}")
-        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**fixed)
-
-    def save(self, path: Path) -> None:
-        from pairgen.core.files import atomic_write_json
-
-        atomic_write_json(path, self.to_json())
-
-    @classmethod
-    def load(cls, path: Path) -> "GANConfig":
-        try:
-            return cls.from_json(json.loads(Path(path).read_text()))
-        except (OSError, ValueError) as exc:
-            raise UserError(f"{path}: unreadable config ({exc})") from None
+        return workspace.fold_id(self.fold, self.train_fraction)
 
 
 def resolve_preset(preset: str) -> str:

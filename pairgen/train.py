@@ -52,9 +52,6 @@ SHEET_SAMPLES = 16
 # mean per-element std of G's outputs ([-1, 1]) over the sheet's fixed latents; ~0.15-0.3 at initialisation, 0 for
 # a generator that ignores z. Below this (about one grey level of 255) the generator has collapsed to one output.
 COLLAPSE_THRESHOLD = 0.01
-# settings that may change when a run is resumed without changing what is being trained
-RESUMABLE_CHANGES = ("iters", "device", "amp", "compile", "cuda_graph", "tick_every", "sample_every",
-                     "checkpoint_every", "keep_checkpoints")
 
 
 class TrainingDiverged(UserError):
@@ -89,9 +86,8 @@ def _restore_rank_rng(state: dict[str, Any], rank: int, world: int, seed: int) -
 
 
 def _check_resumable(saved: GANConfig, config: GANConfig, path: Path) -> None:
-    old, new = saved.to_json(), config.to_json()
-    differ = sorted(k for k in old if k not in RESUMABLE_CHANGES and old[k] != new.get(k))
-    if differ:
+    """Only GANConfig.EXECUTION_FIELDS (how long and how it runs) may differ from the checkpoint's config."""
+    if differ := saved.differences(config):
         raise UserError(f"{path}: cannot resume, the checkpoint was trained with different {', '.join(differ)}")
 
 

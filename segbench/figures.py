@@ -85,7 +85,9 @@ def qualitative_sheet(path: Path, rows: list[dict[str, Any]], labels: list[str],
 
 
 def _predictions(run) -> dict[str, Any] | None:
-    path = run.path / "predictions.npz"
+    from segbench.rundir import RunDir
+
+    path = RunDir(run.path).predictions
     if not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as data:

@@ -17,17 +17,17 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from pairgen.core.torchio import require_safe_torch
+from pairgen.core.torchio import load_state, save_state
 from pairgen.core.devices import resolve_device
 from pairgen.core.errors import UserError
 from pairgen.shards import ShardSet
 from pairgen.core.files import atomic_write_bytes
 from segbench.mixing import uint8_to_model
 from segbench.presets import SegConfig
+from segbench.rundir import RunDir
 from segbench.train import autocast_for
 from segbench.unet import UNet, n_outputs_for
 
-WEIGHTS_NAME = "weights.pt"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff")
 
 
@@ -46,26 +46,24 @@ def weights_payload(model: torch.nn.Module, meta: dict[str, Any]) -> dict[str, A
 
 
 def save_weights(path: Path, model: torch.nn.Module, meta: dict[str, Any]) -> None:
-    buffer = io.BytesIO()
-    torch.save(weights_payload(model, meta), buffer)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    """weights.pt (weights_payload) through the checkpoint I/O both trainings share (atomic, weights_only)."""
+    save_state(Path(path), weights_payload(model, meta))
 
 
 def load_weights(run_dir: Path, device: torch.device) -> tuple[UNet, dict[str, Any]]:
     """(U-Net in eval mode on `device`, meta) from RUN/weights.pt; UserError naming the file when unusable."""
-    path = Path(run_dir) / WEIGHTS_NAME
+    path = RunDir(run_dir).weights
     if not Path(run_dir).is_dir():
         raise UserError(f"--run {run_dir}: no such run directory")
     if not path.is_file():
         raise UserError(f"{path}: no weights (the run has not finished training)")
-    require_safe_torch()
+    payload = load_state(path, "weights")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
         meta = payload["meta"]
         model = UNet(meta["in_channels"], n_outputs_for(meta["n_classes"]), meta["depth"], meta["filters"],
                      meta["pooling"])
         model.load_state_dict(payload["state_dict"])
-    except Exception as exc:   # unpickling, missing keys, shape mismatch: all mean "not a usable weights.pt"
+    except Exception as exc:   # not a dict, missing keys, shape mismatch: all mean "not a usable weights.pt"
         raise UserError(f"{path}: not a segbench weights file ({exc.__class__.__name__}: "
                         f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
     return model.to(device).eval(), meta
@@ -164,12 +162,7 @@ def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def _single_object(run_dir: Path, n_classes: int) -> bool:
     """The run's largest-component setting: its config's postprocess_lcc, else on for one foreground class."""
-    import json
-
-    try:
-        setting = json.loads((run_dir / "config.json").read_text()).get("postprocess_lcc")
-    except (OSError, ValueError, AttributeError):
-        setting = None
+    setting = (RunDir(run_dir).read_config() or {}).get("postprocess_lcc")
     return bool(setting) if setting is not None else n_classes == 2
 
 

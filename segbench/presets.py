@@ -9,12 +9,10 @@ Presets (match pairgen's):
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from pairgen.core.config import FrozenConfig
 from pairgen.core.errors import UserError
 from pairgen.presets import WIDE_DATASETS
 
@@ -23,7 +21,17 @@ SYNTH_SOURCES = ("shards", "generator")
 
 
 @dataclass(frozen=True)
-class SegConfig:
+class SegConfig(FrozenConfig):
+    """Everything one segmentation run computes with; config.json of the run (pairgen.core.config.FrozenConfig).
+
+    EXECUTION_FIELDS say how it runs and may change on resume (`segbench run --resume --device …`); every other
+    field defines the experiment. DATA_FIELDS locate the data (filled in by segbench.run.resolve): dataset,
+    fold_id and the provenance checks identify it, so a sweep compares two runs without them.
+    """
+
+    EXECUTION_FIELDS: ClassVar[tuple[str, ...]] = ("device", "amp", "cuda_graph")
+    DATA_FIELDS: ClassVar[tuple[str, ...]] = ("real_shards", "synth_shards", "checkpoint")
+
     dataset: str = ""                    # filled from the shards when not given
     fold_id: str = "fold1"
     preset: str = "tiny"
@@ -54,29 +62,6 @@ class SegConfig:
     @property
     def batch_size(self) -> int:
         return self.real_per_batch + self.synth_per_batch
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "SegConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise UserError(f"config has unknown keys {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-
-    def save(self, path: Path) -> None:
-        from pairgen.core.files import atomic_write_json
-
-        atomic_write_json(path, self.to_json())
-
-    @classmethod
-    def load(cls, path: Path) -> "SegConfig":
-        try:
-            return cls.from_json(json.loads(Path(path).read_text()))
-        except (OSError, ValueError) as exc:
-            raise UserError(f"{path}: unreadable config ({exc})") from None
 
 
 def preset_values(dataset: str, preset: str) -> dict[str, Any]:

@@ -16,7 +16,6 @@ augmentation searches). The numbers, per configuration and metric (docs/REPORTS.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pairgen.core.errors import UserError
+from segbench.rundir import CONFIG_NAME, SUMMARY_NAME, RunDir, read_json
 
 PRIMARY = {"binary": "dice", "multiclass": "miou"}
 BINARY_METRICS = ("dice", "hausdorff_mm", "hd95_mm", "assd_mm")
@@ -107,31 +107,24 @@ def parse_comparisons(items: list[str]) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------------------------------------ discovery
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def load_run(path: Path) -> Run | str:
     """A Run, or the reason why this directory cannot be reported (a string)."""
     from segbench.evaluate import read_per_image_csv
 
-    summary = _read_json(path / "summary.json")
+    files = RunDir(path)
+    summary = files.read_summary()
     if summary is None:
         return "no readable summary.json (not finished?)"
-    if summary.get("complete") is not True:
+    if not files.is_complete():
         return "summary.json says the run is not complete"
-    if not (path / "per_image.csv").is_file():
+    if not files.per_image.is_file():
         return "no per_image.csv"
-    config = _read_json(path / "config.json") or {}
+    config = files.read_config() or {}
     merged = {**config, **{k: v for k, v in summary.items() if v is not None}}
     missing = [k for k in ("dataset", "real_per_batch", "synth_per_batch") if k not in merged]
     if missing:
         return f"summary.json/config.json lack {', '.join(missing)}"
-    rows = read_per_image_csv(path / "per_image.csv")
+    rows = read_per_image_csv(files.per_image)
     if not rows:
         return "per_image.csv has no test images"
     # a low-data subset (fold1-frac10) is tested on its fold's test images: pair by fold1, keep frac10 apart
@@ -150,9 +143,9 @@ def find_runs(paths: list[Path]) -> tuple[list[Run], list[dict[str, str]]]:
         if not path.exists():
             raise UserError(f"{path}: no such run directory")
         # config.json without summary.json: an unfinished segbench run (GAN runs have config.json too: not ours)
-        found = {p.parent for p in path.rglob("summary.json")}
-        found |= {p.parent for p in path.rglob("config.json") if "real_per_batch" in (_read_json(p) or {})}
-        if (path / "summary.json").is_file():
+        found = {p.parent for p in path.rglob(SUMMARY_NAME)}
+        found |= {p.parent for p in path.rglob(CONFIG_NAME) if "real_per_batch" in (read_json(p) or {})}
+        if RunDir(path).summary.is_file():
             found.add(path)
         candidates += sorted(p for p in found if p not in candidates)
     runs: list[Run] = []
@@ -175,7 +168,7 @@ def group_runs(runs: list[Run], skipped: list[dict[str, str]]) -> list[Configura
     for config in groups.values():
         # a (fold, seed) run twice (e.g. rerun into a new dir): keep the newest so no test image counts double
         newest: dict[tuple[str, int], Run] = {}
-        for run in sorted(config.runs, key=lambda r: (r.path / "summary.json").stat().st_mtime):
+        for run in sorted(config.runs, key=lambda r: RunDir(r.path).summary.stat().st_mtime):
             if (run.fold_id, run.seed) in newest:
                 old = newest[(run.fold_id, run.seed)]
                 skipped.append({"run": str(old.path), "reason": f"same configuration, fold and seed as {run.path}"})
@@ -388,7 +381,7 @@ def print_run_summary(run_dir: Path, console=None) -> None:
     """One run's metric table (after `segbench run`)."""
     from segbench import tables
 
-    summary = _read_json(Path(run_dir) / "summary.json")
+    summary = RunDir(run_dir).read_summary()
     if summary is None:
         raise UserError(f"{run_dir}: no readable summary.json")
     tables.print_summary(summary, title=f"{summary.get('label') or Path(run_dir).name}", console=console)

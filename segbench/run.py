@@ -12,9 +12,13 @@ Leak refusal: "we exclusively use only the specific GAN that was trained on the 
 this fold's test images, so it is refused, as are real/synthetic pairs that differ in resolution, channels or
 classes (the mix would be meaningless).
 
-Run directory (<ws>/<dataset>/<fold>/seg/<NNNNN>-<K>-<M>-<Aug|NoAug>/ or --out): config.json (resolved, written
-first), log.jsonl, curves.png, training_state.pt (deleted when complete), weights.pt, per_image.csv, predictions.npz,
-summary.json (written last; 'complete': true marks a finished run for sweeps and reports).
+Resolve once: flags + preset + the data plan become one frozen SegConfig (`resolve_config` for the CLI, `resolve`
+for a config built in code) that records the dataset, fold and absolute data paths; `execute` saves it as
+config.json and reads its data from those paths only. A resume reads config.json back (`command_config`); only
+SegConfig.EXECUTION_FIELDS may differ from it (`check_same_run`).
+
+Run directory (<ws>/<dataset>/<fold>/seg/<NNNNN>-<K>-<M>-<Aug|NoAug>/ or --out): its files are described and named
+in segbench.rundir.
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ from pairgen.core.errors import UserError
 from pairgen.shards import ShardSet, load_shards
 from segbench.predict import evaluate_test
 from segbench.presets import SegConfig, make_config
+from segbench.rundir import RunDir, Summary
 
-CONFIG_NAME, SUMMARY_NAME = "config.json", "summary.json"
 SPLITS = ("train", "val", "test")
 
 
@@ -51,7 +55,9 @@ class DataPlan:
 
 def fold_label(fold: Any) -> str:
     """A fold attribute (1 or 'fold1' or 'fold1-frac10') as a fold id string."""
-    return f"fold{fold}" if isinstance(fold, (int, np.integer)) else str(fold)
+    from pairgen.core.workspace import fold_id
+
+    return fold_id(int(fold)) if isinstance(fold, (int, np.integer)) else str(fold)
 
 
 def _shard_facts(directory: Path) -> dict[str, Any]:
@@ -166,34 +172,68 @@ def run_label(real_per_batch: int, synth_per_batch: int, augmented: bool) -> str
     return f"{real_per_batch}-{synth_per_batch}-{'Aug' if augmented else 'NoAug'}"
 
 
-def is_complete(run_dir: Path) -> bool:
-    """True when run_dir/summary.json exists and says 'complete': true."""
-    import json
+def _recorded(config: SegConfig, plan: DataPlan) -> SegConfig:
+    """`config` with its data plan written in: dataset, fold id and absolute paths (what config.json holds)."""
+    return dataclasses.replace(
+        config, dataset=plan.dataset, fold_id=plan.fold_id, real_shards=str(plan.real_parent.resolve()),
+        synth_shards=str(plan.synth_dir.resolve()) if plan.synth_dir else config.synth_shards,
+        checkpoint=str(plan.checkpoint.resolve()) if plan.checkpoint else config.checkpoint)
 
-    try:
-        return json.loads((Path(run_dir) / SUMMARY_NAME).read_text()).get("complete") is True
-    except (OSError, ValueError, AttributeError):
-        return False
+
+def recorded_plan(config: SegConfig) -> DataPlan:
+    """The data plan a resolved config records (no search, no checks: those ran when it was resolved)."""
+    uses = config.synth_per_batch > 0
+    return DataPlan(config.dataset, config.fold_id, Path(str(config.real_shards)),
+                    Path(config.synth_shards) if uses and config.synth_source == "shards" else None,
+                    Path(config.checkpoint) if uses and config.synth_source == "generator" else None)
+
+
+def resolve(config: SegConfig, ws: Path) -> SegConfig:
+    """`config` with its data resolved and provenance-checked (plan_data) and recorded: the config a run saves."""
+    from segbench.augment import parse_spec
+
+    parse_spec(config.aug)   # a bad --aug fails before any data is touched
+    return _recorded(config, plan_data(config, Path(ws)))
 
 
 def resolve_config(ws: Path, preset: str = "auto", dataset: str | None = None, fold: int | None = None,
                    **flags: Any) -> SegConfig:
-    """CLI flags → SegConfig with dataset and fold_id filled from the data (see module docstring).
+    """CLI flags → the resolved SegConfig (data planned once; dataset, fold_id and paths filled from the data).
 
     flags: SegConfig fields (real_per_batch, synth_per_batch, aug, real_shards, synth_shards, synth_source,
     checkpoint, max_iters, min_iters, patience, seed, device, …); None means "preset default".
     preset 'auto': the preset whose training resolution the data has (i.e. the GAN's preset).
     """
+    from pairgen.core.workspace import fold_id
     from segbench.augment import parse_spec
 
     flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None}
     probe_fields = ("real_per_batch", "synth_per_batch", "real_shards", "synth_shards", "synth_source", "checkpoint")
-    probe = SegConfig(dataset=dataset or "", fold_id="" if fold is None else f"fold{fold}",
+    probe = SegConfig(dataset=dataset or "", fold_id="" if fold is None else fold_id(fold),
                       **{k: flags[k] for k in probe_fields if k in flags})
     parse_spec(flags.get("aug", "none"))   # a bad --aug fails before any data is touched
     plan = plan_data(probe, Path(ws))
-    return make_config(plan.dataset, preset_for(plan) if preset == "auto" else preset, fold_id=plan.fold_id,
-                       **flags)
+    config = make_config(plan.dataset, preset_for(plan) if preset == "auto" else preset, fold_id=plan.fold_id,
+                         **flags)
+    return _recorded(config, plan)
+
+
+def command_config(ws: Path, out: Path | None = None, resume: bool = False, **options: Any) -> SegConfig:
+    """The config `segbench run` executes: with --resume and a run in --out, that run's own config.json with
+    today's EXECUTION_FIELDS (device, amp, cuda_graph) from the flags; otherwise resolve_config(ws, **options)."""
+    if resume and out is not None and RunDir(out).config.is_file():
+        flags = {k: options[k] for k in SegConfig.EXECUTION_FIELDS if options.get(k) is not None}
+        return SegConfig.load(RunDir(out).config).with_execution(SegConfig(**flags))
+    return resolve_config(ws, **options)
+
+
+def check_same_run(run_dir: RunDir, config: SegConfig) -> None:
+    """UserError unless run_dir's config.json describes the experiment of `config`: only SegConfig's
+    EXECUTION_FIELDS (how it runs) and DATA_FIELDS (where the identified data lies) may differ."""
+    saved = SegConfig.from_json(run_dir.read_config() or {})
+    if differing := saved.differences(config, ignore=SegConfig.DATA_FIELDS):
+        raise UserError(f"{run_dir.path} holds another configuration ({', '.join(differing)} differ); "
+                        "move it away to rerun")
 
 
 def _load_real(plan: DataPlan) -> dict[str, ShardSet]:
@@ -233,18 +273,32 @@ def _synth_source(config: SegConfig, plan: DataPlan, train: ShardSet, device: to
 
 def run(config: SegConfig, workspace: Path, out: Path | None = None, resume: bool = False,
         show_progress: bool = True) -> Path:
-    """Train and evaluate one segmentation network; returns the run directory.
+    """Resolve `config` and `execute` it (programmatic entry: tests, sweeps); returns the run directory.
 
-    resume: continue the run in `out` (its own config.json wins over `config`, except how it executes: the device
-    and cuda_graph); a complete run is returned as is; an `out` without config.json starts fresh.
+    resume: continue the run in `out`: its own config.json wins over `config`, except how it executes
+    (SegConfig.EXECUTION_FIELDS); a complete run is returned as is; an `out` without config.json starts fresh.
+    """
+    if resume and out is not None and RunDir(out).config.is_file():
+        config = SegConfig.load(RunDir(out).config).with_execution(config)
+    else:
+        config = resolve(config, Path(workspace))
+    return execute(config, workspace, out, resume, show_progress)
+
+
+def execute(config: SegConfig, workspace: Path, out: Path | None = None, resume: bool = False,
+            show_progress: bool = True) -> Path:
+    """Train and evaluate one segmentation network of a resolved config (`resolve`); returns the run directory.
+
+    The config is saved as config.json first and read by nothing else: the data comes from the paths it records.
+    resume: continue the run in `out` (check_same_run: same experiment); a complete run is returned as is.
     """
     from segbench.augment import parse_spec
-    from segbench.evaluate import write_per_image_csv, write_summary
+    from segbench.evaluate import write_per_image_csv
     from segbench.mixing import MixedBatches, RealSource
     from pairgen.core.curves import plot_curves
     from pairgen.core.workspace import new_numbered_dir
-    from segbench.predict import WEIGHTS_NAME, save_weights
-    from segbench.train import LOG_NAME, STATE_NAME, train_segmentation
+    from segbench.predict import save_weights
+    from segbench.train import train_segmentation
     from segbench.unet import build_unet
 
     started = time.monotonic()
@@ -252,36 +306,31 @@ def run(config: SegConfig, workspace: Path, out: Path | None = None, resume: boo
     # (effective batch = world × (K + M), see segbench.train); rank 0 alone evaluates and writes the results
     rank, world = distributed.init_from_env()
     ws = Path(workspace)
-    run_dir = Path(out) if out is not None else None
-    if resume and run_dir is None:
+    if resume and out is None:
         raise UserError("--resume needs --out RUN_DIR: the run directory to continue")
-    resuming = resume and (run_dir / CONFIG_NAME).is_file()
+    resuming = resume and RunDir(out).config.is_file()
     if resuming:
-        if is_complete(run_dir):
-            return run_dir
-        config = dataclasses.replace(SegConfig.load(run_dir / CONFIG_NAME), device=config.device,
-                                     cuda_graph=config.cuda_graph)
-    if not resume and run_dir is not None and run_dir.is_dir() and any(run_dir.iterdir()):
-        raise UserError(f"--out {run_dir}: not empty; pass --resume to continue that run or choose another folder")
+        if RunDir(out).is_complete():
+            return Path(out)
+        check_same_run(RunDir(out), config)
+    if not resume and out is not None and Path(out).is_dir() and any(Path(out).iterdir()):
+        raise UserError(f"--out {out}: not empty; pass --resume to continue that run or choose another folder")
     distributed.barrier()  # every rank has looked at --out before rank 0 writes into it
 
     spec = parse_spec(config.aug)
-    plan = plan_data(config, ws)
-    config = dataclasses.replace(
-        config, dataset=plan.dataset, fold_id=plan.fold_id, real_shards=str(plan.real_parent.resolve()),
-        synth_shards=str(plan.synth_dir.resolve()) if plan.synth_dir else config.synth_shards,
-        checkpoint=str(plan.checkpoint.resolve()) if plan.checkpoint else config.checkpoint)
+    plan = recorded_plan(config)
     label = run_label(config.real_per_batch, config.synth_per_batch, not spec.is_identity)
     device = resolve_device(config.device)
     real = _load_real(plan)
     synth = _synth_source(config, plan, real["train"], device)   # refuses mismatches before a run dir exists
 
-    if run_dir is None:
-        run_dir = distributed.on_rank0(lambda: new_numbered_dir(ws / plan.dataset / plan.fold_id / "seg", label))
+    if out is None:
+        out = distributed.on_rank0(lambda: new_numbered_dir(ws / plan.dataset / plan.fold_id / "seg", label))
+    files = RunDir(out)
     if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        files.path.mkdir(parents=True, exist_ok=True)
         if not resuming:
-            config.save(run_dir / CONFIG_NAME)
+            config.save(files.config)
 
     torch.manual_seed(config.seed)   # He initialisation
     train = real["train"]
@@ -289,30 +338,29 @@ def run(config: SegConfig, workspace: Path, out: Path | None = None, resume: boo
                            config.real_per_batch * world, config.synth_per_batch * world,
                            torch.Generator().manual_seed(config.seed))
     model = build_unet(config, train.images.shape[3], len(train.class_names))
-    result = train_segmentation(config, model, batches, real["val"], run_dir, resume=resuming,
+    result = train_segmentation(config, model, batches, real["val"], files.path, resume=resuming,
                                 show_progress=show_progress)
     if rank != 0:
-        return run_dir
-    plot_curves(run_dir / LOG_NAME, run_dir / "curves.png", "iteration", ((("train_loss", "val_loss"), "loss"),),
+        return files.path
+    plot_curves(files.log, files.curves, "iteration", ((("train_loss", "val_loss"), "loss"),),
                 f"segbench run {label} (best iteration {result['best_iteration']}, dashed)",
                 mark_x=result["best_iteration"])
     height, width, channels = train.images.shape[1:]
-    save_weights(run_dir / WEIGHTS_NAME, model, {
+    save_weights(files.weights, model, {
         "in_channels": channels, "n_classes": len(train.class_names), "depth": config.depth,
         "filters": config.filters, "pooling": config.pooling, "class_names": train.class_names,
         "height": height, "width": width})
 
-    rows, summary, arrays = evaluate_test(model, real["test"], config, device)
-    write_per_image_csv(rows, run_dir / "per_image.csv")
-    np.savez_compressed(run_dir / "predictions.npz", **arrays)
-    summary.update(label=label, real_per_batch=config.real_per_batch, synth_per_batch=config.synth_per_batch,
-                   aug=str(spec), dataset=config.dataset, fold_id=config.fold_id, seed=config.seed,
-                   preset=config.preset, synth_source=config.synth_source if config.synth_per_batch else None,
-                   iterations=result["iterations"], best_iteration=result["best_iteration"],
-                   best_val_loss=result["best_val_loss"], stopped_early=result["stopped_early"],
-                   wall_s=result["wall_s"], total_wall_s=round(time.monotonic() - started, 3),
-                   device=str(device), run=run_dir.name)
-    summary["complete"] = True
-    write_summary(summary, run_dir / SUMMARY_NAME)   # last: its presence + 'complete' marks a finished run
-    (run_dir / STATE_NAME).unlink(missing_ok=True)    # only needed to resume; large for the Cityscapes net
-    return run_dir
+    rows, evaluation, arrays = evaluate_test(model, real["test"], config, device)
+    write_per_image_csv(rows, files.per_image)
+    np.savez_compressed(files.predictions, **arrays)
+    files.write_summary(Summary(
+        label=label, dataset=config.dataset, fold_id=config.fold_id, real_per_batch=config.real_per_batch,
+        synth_per_batch=config.synth_per_batch, aug=str(spec), seed=config.seed, preset=config.preset,
+        synth_source=config.synth_source if config.synth_per_batch else None, iterations=result["iterations"],
+        best_iteration=result["best_iteration"], best_val_loss=result["best_val_loss"],
+        stopped_early=result["stopped_early"], wall_s=result["wall_s"],
+        total_wall_s=round(time.monotonic() - started, 3), device=str(device), run=files.name,
+        evaluation=evaluation))   # last: its presence + 'complete' marks a finished run
+    files.training_state.unlink(missing_ok=True)    # only needed to resume; large for the Cityscapes net
+    return files.path

@@ -17,14 +17,11 @@ from typing import Any, Callable
 
 from pairgen.core.errors import UserError
 from segbench.report import config_label, is_noaug
+from segbench.rundir import RunDir
 
 TOP_KEYS = {"title", "description", "dataset", "root", "preset", "folds", "seeds", "train_fraction", "structures",
             "seg", "gan", "config"}
 GRID_KEYS = {"dataset", "fold_id", "seed", "real_per_batch", "synth_per_batch", "aug", "preset"}
-SAME_RUN_KEYS = ("dataset", "fold_id", "preset", "real_per_batch", "synth_per_batch", "aug", "seed")
-SAME_GAN_KEYS = ("preset", "iters", "seed", "height", "width", "mask_encoding", "z_dim", "g_channels", "d_channels",
-                 "kernel_size", "critic_norm", "critic_activation", "batch_size", "critic_steps", "gp_lambda", "lr",
-                 "betas", "train_fraction")
 
 
 @dataclass(frozen=True)
@@ -52,8 +49,9 @@ class Manifest:
     title: str = ""
 
     def fold_id(self, fold: int) -> str:
-        # same rule as GANConfig.fold_id / pairgen.prepare, so shards, GANs and runs share a folder
-        return f"fold{fold}" + ("" if self.train_fraction >= 1.0 else f"-frac{round(self.train_fraction * 100):02d}")
+        from pairgen.core.workspace import fold_id
+
+        return fold_id(fold, self.train_fraction)
 
 
 @dataclass
@@ -120,15 +118,6 @@ def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", label.replace("=", "").replace(",", "_"))
 
 
-def _status(run_dir: Path) -> str:
-    from segbench.report import _read_json
-
-    summary = _read_json(run_dir / "summary.json") or {}
-    if summary.get("complete") is True:
-        return "complete"
-    return "resume" if (run_dir / "config.json").is_file() else "new"
-
-
 def plan(m: Manifest, ws: Path, preset: str, only: str | None = None) -> list[Task]:
     """The grid: folds × configurations × seeds, each with its fixed run directory and status."""
     entries = list(m.entries)
@@ -144,7 +133,7 @@ def plan(m: Manifest, ws: Path, preset: str, only: str | None = None) -> list[Ta
         for entry in entries:
             for seed in m.seeds:
                 run_dir = ws / m.dataset / m.fold_id(fold) / "seg" / name / f"{slug(entry.label)}-seed{seed}"
-                tasks.append(Task(entry, fold, seed, run_dir, _status(run_dir)))
+                tasks.append(Task(entry, fold, seed, run_dir, RunDir(run_dir).status()))
     return tasks
 
 
@@ -170,11 +159,12 @@ def ensure_real(m: Manifest, fold: int, preset: str, ws: Path) -> Path:
 
 
 def _same_gan(run: Path, config) -> bool:
+    """The run trains the generator `config` describes, for as many iterations (a manifest may override any
+    field in [gan]): equal but for GANConfig.EXECUTION_FIELDS other than iters, and the DATA_FIELDS."""
     from pairgen.presets import GANConfig
 
     saved = GANConfig.load(run / "config.json")
-    # every field that changes the trained generator (a manifest may override any of them in [gan])
-    return all(getattr(saved, name) == getattr(config, name) for name in SAME_GAN_KEYS)
+    return saved.iters == config.iters and not saved.differences(config, ignore=GANConfig.DATA_FIELDS)
 
 
 def ensure_generator(m: Manifest, fold: int, preset: str, ws: Path) -> Path:
@@ -228,17 +218,6 @@ def seg_config(m: Manifest, task: Task, preset: str, real: Path | None, synth: P
     return make_config(m.dataset, preset, fold_id=m.fold_id(task.fold), real_per_batch=task.entry.real,
                        synth_per_batch=task.entry.synth, aug=task.entry.aug, seed=task.seed,
                        real_shards=str(real) if real else None, **options)
-
-
-def _check_same(task: Task, config) -> None:
-    """Refuse to resume a run directory that holds a different configuration (e.g. another preset)."""
-    from segbench.report import _read_json
-
-    saved = _read_json(task.run_dir / "config.json") or {}
-    new = config.to_json()
-    if differing := [k for k in SAME_RUN_KEYS if k in saved and saved[k] != new[k]]:
-        raise UserError(f"{task.run_dir} holds another configuration ({', '.join(differing)} differ); "
-                        "move it away to rerun")
 
 
 def _print_plan(tasks: list[Task], console) -> None:
@@ -357,7 +336,10 @@ def sweep(manifest: Path, workspace: Path | None = None, jobs: int = 1, dry_run:
                       else newest_export(ws, m.dataset, m.fold_id(fold)))
         for task in pending:
             config = seg_config(m, task, preset, real, export, checkpoint)
-            _check_same(task, config)
+            if task.status == "resume":   # never resume a directory of another configuration (e.g. preset)
+                from segbench.run import check_same_run
+
+                check_same_run(RunDir(task.run_dir), config)
             work.append((task, config))
     failures: list[str] = []
     if jobs == 1 or len(work) <= 1:

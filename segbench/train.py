@@ -9,9 +9,9 @@ Optimiser: Adam, lr 1e-4, beta1 0.5, beta2 0.9 (the header of tables 4.2 / 4.4: 
 beta1 = 0.5, beta2 = 0.9)"), taken from the config. Losses (section 2.6.3): one logit → sigmoid cross-entropy
 against foreground (mask > 0); several logits → softmax cross-entropy over every class id (0 included).
 
-Files in the run directory: log.jsonl (one JSON line per validation), training_state.pt (everything needed to
-continue exactly: model, optimiser, best parameters, early-stopping state, iteration, RNG and sampler states;
-written atomically, read with weights_only=True).
+Files in the run directory (names: segbench.rundir): log.jsonl (one JSON line per validation), training_state.pt
+(everything needed to continue exactly: model, optimiser, best parameters, early-stopping state, iteration, RNG and
+sampler states; written atomically, read with weights_only=True).
 """
 
 from __future__ import annotations
@@ -35,9 +35,8 @@ from pairgen.core.errors import UserError
 from pairgen.shards import ShardSet
 from segbench.mixing import MixedBatches, RealSource, uint8_to_model
 from segbench.presets import SegConfig
+from segbench.rundir import RunDir
 
-STATE_NAME = "training_state.pt"
-LOG_NAME = "log.jsonl"
 # a full training state of the Cityscapes net is ~250 MB: save it at a validation point at most this often
 # (and always when training ends); a crash loses at most this much training time
 CHECKPOINT_SECONDS = 120.0
@@ -194,7 +193,7 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
     aug_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
     stopper = EarlyStopping(config.min_iters, config.patience)
     val = RealSource(val_set, device)
-    state_path, log_path = run_dir / STATE_NAME, run_dir / LOG_NAME
+    state_path, log_path = RunDir(run_dir).training_state, RunDir(run_dir).log
 
     iteration, elapsed, finished, best_state = 0, 0.0, False, None
     if resume and state_path.is_file():

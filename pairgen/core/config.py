@@ -43,10 +43,14 @@ class FrozenConfig:
         """The fields that define what is computed (everything but EXECUTION_FIELDS): compared for "same run"."""
         return {k: v for k, v in self.to_json().items() if k not in self.EXECUTION_FIELDS}
 
-    def differences(self, other: "FrozenConfig") -> list[str]:
-        """Sorted names of the experiment fields on which `other` differs from this config."""
+    def differences(self, other: "FrozenConfig", ignore: tuple[str, ...] = ()) -> list[str]:
+        """Sorted names of the experiment fields (less `ignore`) on which `other` differs from this config."""
         mine, theirs = self.experiment(), other.experiment()
-        return sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        return sorted(k for k in set(mine) | set(theirs) if k not in ignore and mine.get(k) != theirs.get(k))
+
+    def with_execution(self: C, other: "FrozenConfig") -> C:
+        """This config with `other`'s EXECUTION_FIELDS (a resumed run: its own experiment, today's execution)."""
+        return dataclasses.replace(self, **{k: getattr(other, k) for k in self.EXECUTION_FIELDS})  # type: ignore
 
     def save(self, path: Path) -> None:
         atomic_write_json(path, self.to_json())

@@ -29,6 +29,11 @@ def workspace_root(workspace: Path | str | None = None) -> Path:
     return Path(os.environ.get(ENV_VAR, "workspace"))
 
 
+def fold_id(fold: int, train_fraction: float = 1.0) -> str:
+    """The fold's directory name: `fold<K>`, plus `-frac<PP>` (percent, two digits) for a low-data subset."""
+    return f"fold{fold}" + ("" if train_fraction >= 1.0 else f"-frac{round(train_fraction * 100):02d}")
+
+
 def fold_dir(ws: Path, dataset: str, fold_id: str) -> Path:
     return Path(ws) / dataset / fold_id
 
