@@ -19,7 +19,8 @@ from segbench.perf.unet_bench import graph_agreement
 from segbench.graphed import GraphedTrainStep, use_graph
 from segbench.mixing import MixedBatches, RealSource
 from segbench.presets import SegConfig, make_config
-from segbench.train import STATE_NAME, make_optimizer, prepare_model, train_segmentation, train_step
+from segbench.rundir import RunDir
+from segbench.train import make_optimizer, prepare_model, train_segmentation, train_step
 from segbench.unet import build_unet
 from tests.fixtures import make_real_split
 
@@ -248,7 +249,7 @@ def test_training_loop_with_a_fake_graph(splits, tmp_path: Path, monkeypatch: py
     graphed = train_run(dataclasses.replace(config, cuda_graph=True), splits, tmp_path / "graph")
     assert len(made) == 1 and made[0].graph.replays == config.max_iters - 3
     assert_same_run(graphed, reference)
-    state = torch.load(tmp_path / "graph" / STATE_NAME, weights_only=True)
+    state = torch.load(RunDir(tmp_path / "graph").training_state, weights_only=True)
     assert state["optimizer"]["param_groups"][0]["capturable"] is False
 
 

@@ -94,7 +94,7 @@ def test_refusals(tmp_path: Path) -> None:
     bad = tmp_path / "bad-run"
     bad.mkdir()
     (bad / "weights.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="not a segbench weights file"):
+    with pytest.raises(UserError, match="weights.pt: not a loadable"):
         predict_folder(bad, tmp_path / "images", tmp_path / "out", device="cpu")
     run_dir = make_run(tmp_path / "run")
     (tmp_path / "no-images").mkdir()

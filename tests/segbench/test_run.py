@@ -216,3 +216,45 @@ def test_resolution_without_synthetic_data(tmp_path: Path) -> None:
         resolve_config(ws, synth_per_batch=0)
     with pytest.raises(UserError, match="no complete synthetic export"):
         resolve_config(ws, dataset=DATASET, fold=2)
+
+
+def test_unet_run_killed_while_writing_its_log_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill while log.jsonl is being appended leaves a torn last line; --resume drops it (pairgen.core.jsonlog)
+    and the run ends exactly as one that was never interrupted: same log, weights and test scores."""
+    import functools
+
+    from segbench import train as train_module
+
+    ws = make_workspace(tmp_path / "ws", n_train=4, n_val=2, n_test=2)
+    config = quick(max_iters=6, min_iters=6, patience=6, lr=1e-3)
+    every_validation = functools.partial(train_module.train_segmentation, checkpoint_seconds=0)
+    monkeypatch.setattr(train_module, "train_segmentation", every_validation)   # a training state per validation
+    reference = run(config, ws, out=tmp_path / "straight", show_progress=False)
+
+    save = train_module.save_state
+
+    def save_then_die(path, state, *args, **kwargs):
+        save(path, state, *args, **kwargs)
+        if state["iteration"] == 3:
+            raise KeyboardInterrupt("killed")
+
+    out = tmp_path / "killed"
+    monkeypatch.setattr(train_module, "save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, ws, out=out, show_progress=False)
+    monkeypatch.setattr(train_module, "save_state", save)
+    with open(out / "log.jsonl", "a") as log:   # the kill came while iteration 4's line was half written
+        log.write('{"iteration": 4, "train_loss": 0.6')
+    assert torch.load(out / "training_state.pt", weights_only=True)["iteration"] == 3
+
+    assert run(config, ws, out=out, resume=True, show_progress=False) == out
+    strip = lambda path: [{k: v for k, v in json.loads(line).items() if k != "wall_s"}   # noqa: E731
+                          for line in (path / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in strip(out)] == [1, 2, 3, 4, 5, 6]
+    assert strip(out) == strip(reference)
+    assert (out / "per_image.csv").read_text() == (reference / "per_image.csv").read_text()
+    done, straight = (json.loads((d / "summary.json").read_text()) for d in (out, reference))
+    assert done["complete"] and (done["iterations"], done["best_iteration"]) == (6, straight["best_iteration"])
+    assert done["best_val_loss"] == straight["best_val_loss"] and done["metrics"] == straight["metrics"]
+    weights = [torch.load(d / "weights.pt", weights_only=True)["state_dict"] for d in (out, reference)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from pairgen.shards import load_shards
 from segbench.mixing import MixedBatches, RealSource
 from segbench.presets import make_config
-from segbench.train import (STATE_NAME, EarlyStopping, segmentation_loss, train_segmentation,
-                            validation_loss)
+from segbench.rundir import RunDir
+from segbench.train import EarlyStopping, segmentation_loss, train_segmentation, validation_loss
 from segbench.unet import build_unet
 from tests.fixtures import make_real_split
 
@@ -167,7 +167,7 @@ def test_resume_continues_exactly(splits, tmp_path: Path) -> None:
     crashed_model, batches = start(config, train, limit=22)   # dies after iteration 22; last checkpoint at 20
     with pytest.raises(Interrupted):
         train_segmentation(config, crashed_model, batches, val, crashed, show_progress=False, checkpoint_seconds=0)
-    state = torch.load(crashed / STATE_NAME, weights_only=True)
+    state = torch.load(RunDir(crashed).training_state, weights_only=True)
     assert state["iteration"] == 20 and not state["finished"]
 
     model_resumed, batches = start(dataclasses.replace(config, seed=99), train)   # fresh objects, other seed
