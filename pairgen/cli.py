@@ -20,6 +20,7 @@ console = Console(stderr=True)
 
 WorkspaceOpt = typer.Option(None, "--workspace", help="Workspace dir (default $PAIRGEN_WORKSPACE or ./workspace).")
 RootOpt = typer.Option(None, "--root", help="Dataset root (searched below; cityscapes also reads $CITYSCAPES_DATASET).")
+DryRunOpt = typer.Option(False, "--dry-run", help="Print the resolved config (JSON) and exit; nothing is written.")
 StructuresOpt = typer.Option(None, "--structures", "--classes",
                              help="scr-lung: comma list of SCR structures (default 'left lung'); "
                                   "folder: class names after background (--classes).")
@@ -81,12 +82,13 @@ def train(
     cuda_graph: Optional[bool] = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="Replay each iteration "
                                               "as one CUDA graph (CUDA, one process; default: the preset's)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory from its newest checkpoint."),
+    dry_run: bool = DryRunOpt,
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Train the image+mask pair WGAN-GP (prepares the real shards first when needed)."""
     from pairgen.core import distributed
     from pairgen.presets import make_config
-    from pairgen.train import launch
+    from pairgen.train import launch, resolve_training
     from pairgen.core.workspace import workspace_root
 
     config = make_config(dataset, preset, root=str(root) if root else None, fold=fold, iters=iters,
@@ -94,6 +96,9 @@ def train(
                          structures=_structures(structures) or None, train_fraction=train_fraction,
                          seed=seed, device=device, compile=compile or None,
                          cuda_graph=cuda_graph)
+    if dry_run:
+        typer.echo(resolve_training(config, resume).to_text())
+        return
     run_dir = launch(config, workspace_root(workspace), resume)  # joins torchrun's process group, if any
     if distributed.is_rank0():
         console.print(f"[green]✓[/] GAN run in {run_dir}")
@@ -137,21 +142,23 @@ def export(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export in --out."),
     writers: Optional[int] = typer.Option(None, "--writers", help="Shard compression threads per process "
                                           "(default: free cores, at most 8); the files do not depend on it."),
+    dry_run: bool = DryRunOpt,
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Sample N pairs from a trained generator into synthetic shards + manifest.json."""
     from pairgen.core import distributed
-    from pairgen.export import default_export_dir, export as run_export, resolve_checkpoint
+    from pairgen.export import export_config, run_export
     from pairgen.core.workspace import workspace_root
 
-    rank, world = distributed.init_from_env()  # under torchrun: each rank writes shards k ≡ rank (mod world)
     ws = workspace_root(workspace)
-    path = resolve_checkpoint(ws, checkpoint, dataset)
-    target = out if out is not None else distributed.on_rank0(lambda: default_export_dir(ws, path, resume=resume))
-    result = run_export(path, target, n, seed=seed, block_size=block_size, samples_per_shard=samples_per_shard,
-                        device=device, resume=resume, overwrite=overwrite, rank=rank, world_size=world,
-                        writers=writers)
-    if rank == 0:
+    config = export_config(ws, checkpoint, dataset, out, n=n, seed=seed, block_size=block_size,
+                           samples_per_shard=samples_per_shard, device=device, resume=resume, overwrite=overwrite,
+                           writers=writers)
+    if dry_run:
+        typer.echo(config.to_text())
+        return
+    result = run_export(config, ws)   # joins torchrun's process group, if any
+    if distributed.is_rank0():
         console.print(f"[green]✓[/] {n} synthetic pairs in {result}")
     distributed.cleanup()
 

@@ -31,16 +31,17 @@ import time
 from collections import deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from pairgen import shards
-from pairgen.core import workspace
+from pairgen.core import distributed, workspace
+from pairgen.core.config import FrozenConfig
 from pairgen.core.errors import UserError, writing
 from pairgen.presets import GANConfig
 from pairgen.core.devices import resolve_device
@@ -60,6 +61,62 @@ def default_writers() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     return max(1, min(MAX_WRITERS, cores // ranks - 1))
+
+
+@dataclass(frozen=True)
+class ExportConfig(FrozenConfig):
+    """One export, resolved from the flags (`export_config`); recorded in the manifest as 'export_config'.
+
+    The shards' content is fixed by checkpoint, seed, n, samples_per_shard (and block_size up to the backend's
+    batch-size invariance, module docstring); EXECUTION_FIELDS only say how they are written.
+    """
+
+    EXECUTION_FIELDS: ClassVar[tuple[str, ...]] = ("device", "resume", "overwrite", "writers")
+
+    checkpoint: str                      # generator checkpoint file
+    out: str | None                      # shard directory; None: a new numbered one under the workspace
+    n: int                               # synthetic pairs
+    seed: int = 0                        # sample i depends on (seed, i) only
+    block_size: int = 1024               # latents per forward pass
+    samples_per_shard: int = 4096
+    device: str = "auto"
+    resume: bool = False                 # finish an interrupted export into `out`
+    overwrite: bool = False              # replace an existing export in `out`
+    writers: int | None = None           # compression threads (None: default_writers())
+
+    def check(self) -> None:
+        """UserError naming the flag for any value no export can run with."""
+        for value, name in ((self.n, "--n"), (self.block_size, "--block-size"),
+                            (self.samples_per_shard, "--samples-per-shard"),
+                            (1 if self.writers is None else self.writers, "--writers")):
+            if value < 1:
+                raise UserError(f"{name} must be positive, not {value}")
+        if self.seed < 0:
+            raise UserError(f"--seed must be non-negative, not {self.seed}")
+        if self.resume and self.overwrite:
+            raise UserError("--resume and --overwrite exclude each other")
+
+
+def export_config(workspace_dir: Path, checkpoint: Path | None = None, dataset: str | None = None,
+                  out: Path | None = None, **options: Any) -> ExportConfig:
+    """`pairgen export`'s flags → ExportConfig: the checkpoint found (resolve_checkpoint), with --resume and no
+    --out the interrupted export to finish; nothing is created (a new export's directory is numbered when it
+    starts). options: the other ExportConfig fields."""
+    path = resolve_checkpoint(Path(workspace_dir), checkpoint, dataset)
+    if out is None and options.get("resume"):
+        out = default_export_dir(Path(workspace_dir), path, resume=True)
+    config = ExportConfig(checkpoint=str(path), out=None if out is None else str(out), **options)
+    config.check()
+    return config
+
+
+def run_export(config: ExportConfig, workspace_dir: Path, show_progress: bool = True) -> Path:
+    """Carry out an ExportConfig (under torchrun each rank writes its shards); returns the shard directory."""
+    rank, world = distributed.init_from_env()  # under torchrun: each rank writes shards k ≡ rank (mod world)
+    if config.out is None:
+        target = distributed.on_rank0(lambda: default_export_dir(Path(workspace_dir), Path(config.checkpoint)))
+        config = replace(config, out=str(target))
+    return _export(load_source(Path(config.checkpoint), config.device, rank), config, show_progress, rank, world)
 
 
 @dataclass
@@ -181,58 +238,54 @@ def _dist() -> Any:
     return dist if dist.is_available() and dist.is_initialized() else None
 
 
-def export(checkpoint: Path, out: Path, n: int, seed: int = 0, block_size: int = 1024,
-           samples_per_shard: int = 4096, device: str = "auto", resume: bool = False, overwrite: bool = False,
-           show_progress: bool = True, rank: int = 0, world_size: int = 1, writers: int | None = None) -> Path:
+def export(checkpoint: Path, out: Path, n: int, show_progress: bool = True, rank: int = 0, world_size: int = 1,
+           **options: Any) -> Path:
     """Write n synthetic samples of `checkpoint` as shards + manifest.json into `out`; returns `out`.
-    `writers`: compression threads (module docstring; None = default_writers())."""
-    _check_args(n, seed, block_size, samples_per_shard, resume, overwrite, rank, world_size, writers)  # before load
+    options: the other ExportConfig fields (seed, block_size, samples_per_shard, device, resume, …)."""
+    config = ExportConfig(checkpoint=str(checkpoint), out=str(out), n=n, **options)
+    config.check()   # before the generator is loaded
+    _check_rank(rank, world_size)
     if not Path(checkpoint).exists():
         raise UserError(f"--checkpoint {checkpoint}: no such file")
-    return export_source(load_source(Path(checkpoint), device, rank), out, n, seed, block_size, samples_per_shard,
-                         resume, overwrite, show_progress, rank, world_size, checkpoint=Path(checkpoint),
-                         writers=writers)
+    return _export(load_source(Path(checkpoint), config.device, rank), config, show_progress, rank, world_size)
 
 
-def _check_args(n: int, seed: int, block_size: int, samples_per_shard: int, resume: bool, overwrite: bool,
-                rank: int, world_size: int, writers: int | None) -> None:
-    for value, name in ((n, "--n"), (block_size, "--block-size"), (samples_per_shard, "--samples-per-shard"),
-                        (1 if writers is None else writers, "--writers")):
-        if value < 1:
-            raise UserError(f"{name} must be positive, not {value}")
-    if seed < 0:
-        raise UserError(f"--seed must be non-negative, not {seed}")
+def _check_rank(rank: int, world_size: int) -> None:
     if not 0 <= rank < world_size:
         raise UserError(f"rank {rank} is outside world size {world_size}")
-    if resume and overwrite:
-        raise UserError("--resume and --overwrite exclude each other")
 
 
-def export_source(source: Source, out: Path, n: int, seed: int = 0, block_size: int = 1024,
-                  samples_per_shard: int = 4096, resume: bool = False, overwrite: bool = False,
-                  show_progress: bool = True, rank: int = 0, world_size: int = 1,
-                  checkpoint: Path | None = None, writers: int | None = None) -> Path:
+def export_source(source: Source, out: Path, n: int, show_progress: bool = True, rank: int = 0,
+                  world_size: int = 1, checkpoint: Path | None = None, **options: Any) -> Path:
     """`export` for an already loaded generator (tests, benchmarks). Ranks other than 0 return without waiting for
     the manifest unless torch.distributed is initialised (then every rank returns after it is written)."""
+    config = ExportConfig(checkpoint=str(checkpoint) if checkpoint else "", out=str(out), n=n, **options)
+    return _export(source, config, show_progress, rank, world_size)
+
+
+def _export(source: Source, config: ExportConfig, show_progress: bool, rank: int, world_size: int) -> Path:
+    """Write `config`'s shards with a loaded generator: this rank's shards, then (rank 0) the manifest."""
     dist = _dist()
     if dist is not None and world_size == 1:  # under torchrun: the process group says who writes what
         rank, world_size = dist.get_rank(), dist.get_world_size()
-    _check_args(n, seed, block_size, samples_per_shard, resume, overwrite, rank, world_size, writers)
-    writers = default_writers() if writers is None else writers
-    out = Path(out)
+    config.check()
+    _check_rank(rank, world_size)
+    n, samples_per_shard = config.n, config.samples_per_shard
+    writers = default_writers() if config.writers is None else config.writers
+    out = Path(str(config.out))
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
     with writing(out):  # read-only or forbidden --out: one clear line, nothing touched
         out.mkdir(parents=True, exist_ok=True)
-        _prepare(out, resume, overwrite, rank, world_size)
+        _prepare(out, config.resume, config.overwrite, rank, world_size)
 
     meta = source.meta
     class_names = list(meta["class_names"])
     stamp = {"kind": "synthetic", "dataset": meta["dataset"], "split": "synthetic", "fold": meta["fold_id"],
              "class_names": class_names, "generator_sha256": meta["sha256"], "trained_dataset": meta["dataset"],
-             "trained_fold": meta["fold_id"], "seed": int(seed), "z_scheme": Z_SCHEME}
+             "trained_fold": meta["fold_id"], "seed": int(config.seed), "z_scheme": Z_SCHEME}
     n_shards = -(-n // samples_per_shard)
-    if resume:  # stale shards past the end (an earlier, larger --n) are this rank's to remove
+    if config.resume:  # stale shards past the end (an earlier, larger --n) are this rank's to remove
         for path in out.glob("shard-*.h5"):
             match = _SHARD.match(path.name)
             if match and int(match.group(1)) >= n_shards and int(match.group(1)) % world_size == rank:
@@ -249,7 +302,7 @@ def export_source(source: Source, out: Path, n: int, seed: int = 0, block_size: 
             print(f"pairgen export: rewriting {path}: {why}", file=sys.stderr)
         todo.append(k)
 
-    batch = min(block_size, samples_per_shard)  # forward batch: the same for every block of every shard
+    batch = min(config.block_size, samples_per_shard)  # forward batch: the same for every block of every shard
     total = sum(min(n, (k + 1) * samples_per_shard) - k * samples_per_shard for k in range(rank, n_shards, world_size))
     done = sum(i.n for i in infos.values())
     # shard k is written (compressed, hashed, fsynced: zlib, hashlib and fsync release the GIL) while shard k+1
@@ -264,7 +317,7 @@ def export_source(source: Source, out: Path, n: int, seed: int = 0, block_size: 
         for k in todo:
             lo, hi = shard_range(k, n, samples_per_shard)
             with fixed_cudnn_kernels():
-                arrays = _generate_shard(source, seed, lo, hi, batch, bar)
+                arrays = _generate_shard(source, config.seed, lo, hi, batch, bar)
             while len(pending) >= in_flight:
                 infos.update([pending.popleft().result()])
             pending.append(writer.submit(_write_shard, out, k, arrays, stamp, pool))
@@ -274,7 +327,7 @@ def export_source(source: Source, out: Path, n: int, seed: int = 0, block_size: 
     if dist is not None:
         dist.barrier()
     if rank == 0:
-        _finish(out, n, n_shards, samples_per_shard, world_size, infos, stamp, meta, checkpoint, waited=dist is None)
+        _finish(config, n_shards, world_size, infos, stamp, meta, waited=dist is None)
     if dist is not None:
         dist.barrier()  # nobody returns before the manifest exists
     return out
@@ -303,10 +356,10 @@ def _write_shard(out: Path, k: int, arrays: dict[str, np.ndarray], stamp: dict[s
     return k, shards.write_shard(out / shards.SHARD_PATTERN.format(k), arrays, stamp, pool=pool)
 
 
-def _finish(out: Path, n: int, n_shards: int, samples_per_shard: int, world_size: int,
-            infos: dict[int, shards.ShardInfo], stamp: dict[str, Any], meta: dict[str, Any],
-            checkpoint: Path | None, waited: bool) -> None:
+def _finish(config: ExportConfig, n_shards: int, world_size: int, infos: dict[int, shards.ShardInfo],
+            stamp: dict[str, Any], meta: dict[str, Any], waited: bool) -> None:
     """Rank 0: collect every shard (other ranks' by listing, checked like resume), then write the manifest."""
+    out, n, samples_per_shard = Path(str(config.out)), config.n, config.samples_per_shard
     pending = [k for k in range(n_shards) if k not in infos]
     last_change = time.monotonic()
     while pending:
@@ -325,6 +378,6 @@ def _finish(out: Path, n: int, n_shards: int, samples_per_shard: int, world_size
         last_change = time.monotonic() if found else last_change
         time.sleep(0.5)
     attrs = {**stamp, "n_expected": int(n), "samples_per_shard": int(samples_per_shard),
-             "generator_step": meta.get("step"),
-             "checkpoint": meta.get("path", str(checkpoint) if checkpoint else None)}
+             "generator_step": meta.get("step"), "checkpoint": meta.get("path", config.checkpoint or None),
+             "export_config": config.to_json()}
     shards.write_manifest(out, attrs, infos.values())

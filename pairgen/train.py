@@ -275,29 +275,39 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
     return last_good
 
 
+def resolve_training(config: GANConfig, resume_run: Path | None = None) -> GANConfig:
+    """The config `pairgen train` runs: with `resume_run`, that run's own config.json (`config` is ignored);
+    otherwise `config` with the dataset's image channels and class names filled in, validated. Reads no images."""
+    from pairgen.prepare import dataset_info  # lazy: adapters are not needed to train
+
+    if resume_run is not None:
+        return GANConfig.load(Path(resume_run) / "config.json")
+    channels, class_names = dataset_info(config.dataset, config.root, config.structures)
+    config = dataclasses.replace(config, image_channels=int(channels), class_names=tuple(class_names))
+    validate(config)
+    return config
+
+
 def launch(config: GANConfig, workspace: Path, resume_run: Path | None = None) -> Path:
     """Prepare the real shards if needed, create a numbered run dir and train; returns the run dir.
 
     With `resume_run`, the run's own config.json is used (the `config` argument is ignored) and training
     continues from its newest checkpoint.
     """
-    from pairgen.prepare import dataset_info, prepare  # lazy: adapters and image I/O are not needed to train
+    from pairgen.prepare import prepare  # lazy: adapters and image I/O are not needed to train
     from pairgen.core.workspace import new_numbered_dir, real_dir
 
     workspace = Path(workspace)
     rank, _ = distributed.init_from_env()  # under torchrun, rank 0 alone prepares and numbers the run dir
+    config = resolve_training(config, resume_run)
     if resume_run is not None:
         run_dir = Path(resume_run)
-        config = GANConfig.load(run_dir / "config.json")
         real = real_dir(workspace, config.dataset, config.fold_id, config.height, config.width)
         if rank == 0 and not (real / "train" / "manifest.json").is_file():
             real = prepare(config.dataset, config.root, config.fold, config.height, config.width,
                            structures=config.structures, workspace=workspace, train_fraction=config.train_fraction)
         train(config, run_dir, distributed.broadcast_object(real), resume=True)
         return run_dir
-    channels, class_names = dataset_info(config.dataset, config.root, config.structures)
-    config = dataclasses.replace(config, image_channels=int(channels), class_names=tuple(class_names))
-    validate(config)
     real = run_dir = None
     if rank == 0:
         real = prepare(config.dataset, config.root, config.fold, config.height, config.width,

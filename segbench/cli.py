@@ -44,21 +44,26 @@ def run(
                                     help="Replay each training step as one CUDA graph (CUDA, single process)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: under the workspace)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last state."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config (JSON) and exit; nothing is "
+                                 "written."),
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Train and evaluate one U-Net on K real + M synthetic pairs per minibatch."""
     from pairgen.core import distributed
     from pairgen.core.workspace import workspace_root
     from segbench.report import print_run_summary
-    from segbench.run import resolve_config, run as run_experiment
+    from segbench.run import command_config, execute
 
     ws = workspace_root(workspace)
-    config = resolve_config(ws, preset=preset, dataset=dataset, fold=fold, real_per_batch=real,
+    config = command_config(ws, out, resume, preset=preset, dataset=dataset, fold=fold, real_per_batch=real,
                             synth_per_batch=synth, aug=aug, real_shards=real_shards, synth_shards=synth_shards,
                             synth_source=synth_source, checkpoint=checkpoint, max_iters=max_iters,
                             min_iters=min_iters, patience=patience, seed=seed, device=device,
                             cuda_graph=cuda_graph)
-    run_dir = run_experiment(config, ws, out, resume)   # joins torchrun's process group, if any
+    if dry_run:
+        typer.echo(config.to_text())
+        return
+    run_dir = execute(config, ws, out, resume)   # joins torchrun's process group, if any
     if distributed.is_rank0():
         print_run_summary(run_dir, console=console)
         console.print(f"[green]✓[/] run directory {run_dir}")

@@ -52,6 +52,10 @@ class FrozenConfig:
         """This config with `other`'s EXECUTION_FIELDS (a resumed run: its own experiment, today's execution)."""
         return dataclasses.replace(self, **{k: getattr(other, k) for k in self.EXECUTION_FIELDS})  # type: ignore
 
+    def to_text(self) -> str:
+        """The config as indented JSON (what `--dry-run` prints)."""
+        return json.dumps(self.to_json(), indent=2)
+
     def save(self, path: Path) -> None:
         atomic_write_json(path, self.to_json())
 
