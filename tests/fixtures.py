@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pairgen import shards
+from pairgen import shards, wgan_gp
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -60,3 +60,120 @@ def make_real_tree(parent: Path, n_train: int = 24, n_val: int = 8, n_test: int 
     for offset, (split, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
         make_real_split(Path(parent) / split, n, split=split, seed=offset, **kwargs)
     return Path(parent)
+
+
+# ------------------------------------------------------------------------------------------- tiny GAN helpers
+GAN_CLASSES = ("background", "left lung")
+ORIGINAL_CRITIC_LOSS = wgan_gp.critic_loss   # captured at import, before any test patches it
+
+
+def tiny_gan_config():
+    """The 32×32 scr-lung generator/critic of the checkpoint and export tests (narrow, z_dim 8)."""
+    from pairgen.presets import make_config
+
+    return make_config("scr-lung", "tiny", class_names=GAN_CLASSES, g_channels=(16, 8, 4), d_channels=(4, 8, 16),
+                       z_dim=8, keep_checkpoints=2)
+
+
+def small_config(**overrides):
+    """A 16×16 GAN training config that runs 6 iterations in about a second on one CPU thread."""
+    from pairgen.presets import make_config
+
+    values = dict(class_names=GAN_CLASSES, height=16, width=16, g_channels=(16, 8, 4), d_channels=(4, 8, 16),
+                  z_dim=16, batch_size=4, iters=6, tick_every=2, sample_every=3, checkpoint_every=3, device="cpu",
+                  seed=3)
+    return make_config("scr-lung", "tiny", **{**values, **overrides})
+
+
+def ticks(run: Path) -> list[dict]:
+    """The 'tick' records of a GAN run's log.jsonl."""
+    import json
+
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return [line for line in lines if line["event"] == "tick"]
+
+
+def make_state(step: int, config=None) -> dict:
+    """A complete GAN checkpoint state (one Adam step taken, so optimiser states are non-empty)."""
+    import torch
+
+    from pairgen import checkpoint as ckpt
+    from pairgen.core import torchio
+    from pairgen.networks import build_critic, build_generator
+
+    config = config or tiny_gan_config()
+    torch.manual_seed(step)
+    generator, critic = build_generator(config), build_critic(config)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=1e-4, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.5, 0.9))
+    generator(torch.randn(2, config.z_dim)).mean().backward()
+    opt_g.step()
+    return {"format": ckpt.FORMAT, "version": ckpt.VERSION, "config": config.to_json(), "step": step,
+            "generator": generator.state_dict(), "critic": critic.state_dict(), "opt_g": opt_g.state_dict(),
+            "opt_d": opt_d.state_dict(), "rng": torchio.capture_rng(),
+            "data_order": {"n": 4, "seed": 0, "epoch": 1, "position": 2}, "dataset": config.dataset,
+            "fold_id": config.fold_id, "class_names": list(config.class_names)}
+
+
+def make_checkpoint(run_dir: Path, config=None, step: int = 20) -> Path:
+    """A loadable checkpoint with non-trivial batch-norm running statistics (eval mode must use them)."""
+    import torch
+
+    from pairgen import checkpoint as ckpt
+    from pairgen.core import torchio
+    from pairgen.networks import build_critic, build_generator
+
+    config = config or tiny_gan_config()
+    torch.manual_seed(1)
+    generator, critic = build_generator(config), build_critic(config)
+    for module in generator.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    state = {"format": ckpt.FORMAT, "version": ckpt.VERSION, "config": config.to_json(), "step": step,
+             "generator": generator.state_dict(), "critic": critic.state_dict(), "opt_g": {}, "opt_d": {},
+             "rng": torchio.capture_rng(), "data_order": {}, "dataset": config.dataset, "fold_id": config.fold_id,
+             "class_names": list(config.class_names)}
+    path = ckpt.checkpoint_path(run_dir, step)
+    ckpt.save_checkpoint(path, state)
+    return path
+
+
+def nan_gp_at_call(call: int):
+    """wgan_gp.critic_loss whose penalty (and so loss) is NaN at its `call`-th call (1-based)."""
+    calls, original = {"n": 0}, ORIGINAL_CRITIC_LOSS   # not a patched one left by an earlier test
+
+    def flaky(critic, real_batch, fake, gp_lambda, **kwargs):
+        loss, terms = original(critic, real_batch, fake, gp_lambda, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == call:
+            terms["gp"] = terms["gp"] * float("nan")
+            loss = loss + terms["gp"]
+        return loss, terms
+
+    return flaky
+
+
+def nan_loss_always(*args, **kwargs):
+    """wgan_gp.critic_loss with a NaN loss (finite terms) at every call."""
+    loss, terms = ORIGINAL_CRITIC_LOSS(*args, **kwargs)
+    return loss * float("nan"), terms
+
+
+def run_cli(monkeypatch, capsys, tool: str, *args: str) -> tuple[int, str, str]:
+    """Run `pairgen`/`segbench` ARGS in-process through its real entry point (run_app: one-line errors);
+    returns (exit code, stdout, stderr)."""
+    import sys
+
+    from pairgen.cli import main as pairgen_main
+    from segbench.cli import main as segbench_main
+
+    monkeypatch.setattr(sys, "argv", [tool, *args])
+    capsys.readouterr()
+    code = 0
+    try:
+        (pairgen_main if tool == "pairgen" else segbench_main)()
+    except SystemExit as exited:
+        code = int(exited.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -14,26 +14,10 @@ import torch
 from pairgen import checkpoint as ckpt
 from pairgen.core import torchio
 from pairgen.core.errors import UserError
-from pairgen.networks import build_critic, build_generator
-from pairgen.presets import make_config
 from pairgen.shards import sha256_file
+from tests.fixtures import make_state, tiny_gan_config
 
-CONFIG = make_config("scr-lung", "tiny", class_names=("background", "left lung"), g_channels=(16, 8, 4),
-                     d_channels=(4, 8, 16), z_dim=8, keep_checkpoints=2)
-
-
-def make_state(step: int, config=CONFIG) -> dict:
-    torch.manual_seed(step)
-    generator, critic = build_generator(config), build_critic(config)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=1e-4, betas=(0.5, 0.9))
-    opt_d = torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.5, 0.9))
-    generator(torch.randn(2, config.z_dim)).mean().backward()
-    opt_g.step()
-    return {"format": ckpt.FORMAT, "version": ckpt.VERSION, "config": config.to_json(), "step": step,
-            "generator": generator.state_dict(), "critic": critic.state_dict(), "opt_g": opt_g.state_dict(),
-            "opt_d": opt_d.state_dict(), "rng": torchio.capture_rng(),
-            "data_order": {"n": 4, "seed": 0, "epoch": 1, "position": 2}, "dataset": config.dataset,
-            "fold_id": config.fold_id, "class_names": list(config.class_names)}
+CONFIG = tiny_gan_config()
 
 
 def test_round_trip_and_load_generator(tmp_path: Path) -> None:

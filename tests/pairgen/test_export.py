@@ -16,37 +16,17 @@ import pytest
 import torch
 
 from pairgen import checkpoint as ckpt
-from pairgen.core import torchio
 from pairgen.core import files
 from pairgen import shards
 from pairgen.core.errors import UserError
 from pairgen.export import default_export_dir, default_writers, export, resolve_checkpoint
-from pairgen.networks import build_critic, build_generator
-from pairgen.presets import make_config
 from pairgen.sampling import Z_CHUNK, latents
+from tests.fixtures import make_checkpoint, tiny_gan_config
 from tests.reliability import faults
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = make_config("scr-lung", "tiny", class_names=("background", "left lung"), g_channels=(16, 8, 4),
-                     d_channels=(4, 8, 16), z_dim=8, keep_checkpoints=2)
+CONFIG = tiny_gan_config()
 ARRAYS = ("images", "masks", "masks_raw", "latents", "sample_index")
-
-
-def make_checkpoint(run_dir: Path, config=CONFIG, step: int = 20) -> Path:
-    """A loadable checkpoint with non-trivial batch-norm running statistics (eval mode must use them)."""
-    torch.manual_seed(1)
-    generator, critic = build_generator(config), build_critic(config)
-    for module in generator.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.normal_(0, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-    state = {"format": ckpt.FORMAT, "version": ckpt.VERSION, "config": config.to_json(), "step": step,
-             "generator": generator.state_dict(), "critic": critic.state_dict(), "opt_g": {}, "opt_d": {},
-             "rng": torchio.capture_rng(), "data_order": {}, "dataset": config.dataset, "fold_id": config.fold_id,
-             "class_names": list(config.class_names)}
-    path = ckpt.checkpoint_path(run_dir, step)
-    ckpt.save_checkpoint(path, state)
-    return path
 
 
 @pytest.fixture(scope="module")

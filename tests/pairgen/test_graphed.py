@@ -17,10 +17,7 @@ from pairgen.networks import build_critic, build_generator
 from pairgen.pairdata import PairData
 from pairgen.train import TrainingDiverged, train
 from pairgen.wgan_gp import bad_term_of, finite_flags, step_unless_nonfinite
-from tests.pairgen.test_train import (nan_gp_at_call, nan_loss_always, real, small_config,  # noqa: F401
-                                      ticks)
-
-__all__ = ["real"]
+from tests.fixtures import nan_gp_at_call, nan_loss_always, small_config, ticks
 
 
 @pytest.fixture

@@ -16,29 +16,10 @@ import pairgen.wgan_gp as wgan_gp_module
 from pairgen.checkpoint import load_checkpoint, load_generator
 from pairgen.core.errors import UserError
 from pairgen.networks import build_critic, build_generator
-from pairgen.presets import GANConfig, make_config
+from pairgen.presets import GANConfig
 from pairgen.train import TrainingDiverged, train
 from pairgen.wgan_gp import critic_step, generator_step
-from tests.fixtures import make_real_tree
-
-CLASSES = ("background", "left lung")
-ORIGINAL_CRITIC_LOSS = wgan_gp_module.critic_loss
-
-
-@pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_real_tree(tmp_path_factory.mktemp("real"), n_train=10, n_val=2, n_test=2, height=16, width=16)
-
-
-def small_config(**overrides) -> GANConfig:
-    values = dict(class_names=CLASSES, height=16, width=16, g_channels=(16, 8, 4), d_channels=(4, 8, 16), z_dim=16,
-                  batch_size=4, iters=6, tick_every=2, sample_every=3, checkpoint_every=3, device="cpu", seed=3)
-    return make_config("scr-lung", "tiny", **{**values, **overrides})
-
-
-def ticks(run: Path) -> list[dict]:
-    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    return [line for line in lines if line["event"] == "tick"]
+from tests.fixtures import GAN_CLASSES as CLASSES, nan_gp_at_call, nan_loss_always, small_config, ticks
 
 
 def test_train_writes_config_log_sheets_and_checkpoints(tmp_path: Path, real: Path) -> None:
@@ -117,27 +98,6 @@ def test_non_finite_steps_leave_weights_untouched(monkeypatch: pytest.MonkeyPatc
     assert loss is None and bad == "loss"
     assert all(torch.equal(v, before[k]) for k, v in generator.named_parameters())
     assert all(p.requires_grad for p in critic.parameters())
-
-
-def nan_gp_at_call(call: int):
-    """wgan_gp.critic_loss whose penalty (and so loss) is NaN at its `call`-th call (1-based)."""
-    calls, original = {"n": 0}, ORIGINAL_CRITIC_LOSS   # not a patched one left by an earlier call
-
-    def flaky(critic, real_batch, fake, gp_lambda, **kwargs):
-        loss, terms = original(critic, real_batch, fake, gp_lambda, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == call:
-            terms["gp"] = terms["gp"] * float("nan")
-            loss = loss + terms["gp"]
-        return loss, terms
-
-    return flaky
-
-
-def nan_loss_always(*args, **kwargs):
-    """wgan_gp.critic_loss with a NaN loss (finite terms) at every call."""
-    loss, terms = ORIGINAL_CRITIC_LOSS(*args, **kwargs)
-    return loss * float("nan"), terms
 
 
 def test_injected_nan_is_logged_and_skipped(tmp_path: Path, real: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -220,13 +220,7 @@ def temp_files(directory: Path) -> list[str]:
 def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tool: str, *args: str) -> tuple[int, str]:
     """Run `pairgen`/`segbench` ARGS in-process through its real entry point (run_app: one-line errors);
     returns (exit code, stderr)."""
-    import sys
+    from tests.fixtures import run_cli
 
-    from pairgen.cli import main as pairgen_main
-    from segbench.cli import main as segbench_main
-
-    monkeypatch.setattr(sys, "argv", [tool, *args])
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exited:
-        (pairgen_main if tool == "pairgen" else segbench_main)()
-    return int(exited.value.code or 0), capsys.readouterr().err
+    code, _, err = run_cli(monkeypatch, capsys, tool, *args)
+    return code, err

@@ -23,8 +23,7 @@ import pairgen.checkpoint as ckpt
 from pairgen.core import torchio
 import pairgen.train as train_module
 from pairgen.train import train
-from tests.fixtures import make_real_tree
-from tests.pairgen.test_train import small_config
+from tests.fixtures import small_config
 from tests.reliability import faults
 
 ITERS = 12
@@ -35,11 +34,6 @@ def config(**overrides):
     values = dict(iters=ITERS, tick_every=1, sample_every=5, checkpoint_every=1, keep_checkpoints=KEEP,
                   critic_norm="batch")
     return small_config(**{**values, **overrides})
-
-
-@pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_real_tree(tmp_path_factory.mktemp("real"), n_train=10, n_val=2, n_test=2, height=16, width=16)
 
 
 @pytest.fixture(scope="module")

@@ -26,9 +26,7 @@ from pairgen.core.cli import run_app
 from pairgen.core.errors import StorageError, writing
 from pairgen.export import export
 from pairgen.train import train
-from tests.fixtures import make_real_tree
-from tests.pairgen.test_export import make_checkpoint
-from tests.pairgen.test_train import small_config
+from tests.fixtures import make_checkpoint, small_config
 from tests.reliability import faults
 
 REASONS = {"tmpfs": "No space left on device", "rlimit": "File too large"}
@@ -38,11 +36,6 @@ READ_ONLY_REASONS = ("Read-only file system", "Permission denied")
 @pytest.fixture(scope="module")
 def gan(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("run") / "00000-tiny")
-
-
-@pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_real_tree(tmp_path_factory.mktemp("real"), n_train=10, n_val=2, n_test=2, height=16, width=16)
 
 
 def run_export(gan: Path, out: Path, n: int, resume: bool = False, writers: int | None = None) -> Path:

@@ -22,7 +22,7 @@ import pytest
 
 from pairgen import shards
 from pairgen.export import export
-from tests.pairgen.test_export import make_checkpoint
+from tests.fixtures import make_checkpoint
 from tests.reliability import faults
 
 N, PER_SHARD, BLOCK = 64, 8, 8

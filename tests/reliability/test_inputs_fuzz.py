@@ -149,7 +149,7 @@ def build_corpus(directory: Path) -> dict[str, tuple[Path, Callable[[Path], Any]
     from pairgen import checkpoint as ckpt
     from segbench.predict import load_weights, save_weights
     from segbench.unet import UNet
-    from tests.pairgen.test_checkpoint import make_state
+    from tests.fixtures import make_state
 
     gray = trees.write_png(directory / "png" / "gray.png", trees.chest_like(16))
     rgb = trees.write_png(directory / "png" / "rgb.png", np.dstack([trees.chest_like(16)] * 3))

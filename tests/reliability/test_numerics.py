@@ -19,14 +19,7 @@ from torch import nn
 import pairgen.train as train_module
 from pairgen import checkpoint as ckpt
 from pairgen.train import COLLAPSE_THRESHOLD, MAX_BAD_STEPS, TrainingDiverged, train
-from tests.fixtures import make_real_tree
-from tests.pairgen.test_checkpoint import make_state
-from tests.pairgen.test_train import small_config
-
-
-@pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_real_tree(tmp_path_factory.mktemp("real"), n_train=10, n_val=2, n_test=2, height=16, width=16)
+from tests.fixtures import make_state, small_config
 
 
 def log(run: Path) -> list[dict]:

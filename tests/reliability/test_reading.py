@@ -22,8 +22,7 @@ from pairgen import shards
 from pairgen.core import files
 from pairgen.core.errors import UserError
 from pairgen.train import PairData
-from tests.fixtures import make_real_split
-from tests.pairgen.test_train import small_config
+from tests.fixtures import make_real_split, small_config
 from tests.reliability import faults
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,8 +21,7 @@ from pairgen.core import torchio
 from pairgen.core.errors import UserError
 from pairgen.export import export
 from pairgen.core.workspace import real_dir
-from tests.fixtures import make_real_tree
-from tests.pairgen.test_train import small_config
+from tests.fixtures import make_real_tree, small_config
 from tests.reliability import faults
 
 ROOT = Path(__file__).resolve().parents[2]
