@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -258,3 +260,39 @@ def test_unet_run_killed_while_writing_its_log_resumes(tmp_path: Path, monkeypat
     assert done["best_val_loss"] == straight["best_val_loss"] and done["metrics"] == straight["metrics"]
     weights = [torch.load(d / "weights.pt", weights_only=True)["state_dict"] for d in (out, reference)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
+
+
+def test_run_dry_run_prints_the_resolved_config(cli, tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws", n_train=4, n_val=2, n_test=2)
+    code, out, err = cli("segbench", "run", "--workspace", str(ws), "--real", "2", "--synth", "2",
+                         "--max-iters", "5", "--dry-run")
+    assert code == 0, err
+    config = SegConfig.from_json(json.loads(out))
+    # resolved once, as config.json will hold it: dataset, fold, preset and absolute data paths from the data
+    assert (config.dataset, config.fold_id, config.preset, config.max_iters) == (DATASET, "fold1", "tiny", 5)
+    assert config.real_shards == str((ws / DATASET / "fold1" / "real" / "32x32").resolve())
+    assert config.synth_shards == str((ws / DATASET / "fold1" / "synth" / "00000-00000-tiny").resolve())
+    assert not (ws / DATASET / "fold1" / "seg").exists()
+
+
+def test_resume_may_change_only_how_a_run_executes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segbench.run import command_config, execute, resolve
+    from segbench.rundir import RunDir
+
+    ws = make_workspace(tmp_path / "ws", n_train=4, n_val=2, n_test=2)
+    out = tmp_path / "run"
+    config = resolve(quick(max_iters=3), ws)
+    monkeypatch.setattr(run_module, "evaluate_test", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("cut")))
+    with pytest.raises(RuntimeError, match="cut"):
+        execute(config, ws, out, show_progress=False)
+    monkeypatch.undo()
+    assert RunDir(out).status() == "resume"
+    # the CLI's view of a resume: the run's own config, today's execution fields
+    resumed = command_config(ws, out, resume=True, real_per_batch=8, max_iters=50, device="cpu", amp=False)
+    assert resumed == dataclasses.replace(config, device="cpu", amp=False)
+    with pytest.raises(UserError, match=r"another configuration \(max_iters, seed differ\)"):
+        execute(dataclasses.replace(config, max_iters=50, seed=9), ws, out, resume=True, show_progress=False)
+    shutil.copytree(config.real_shards, tmp_path / "moved")   # where the data lies is not compared
+    moved = dataclasses.replace(resumed, real_shards=str(tmp_path / "moved"))
+    assert execute(moved, ws, out, resume=True, show_progress=False) == out
+    assert RunDir(out).is_complete() and RunDir(out).read_summary()["iterations"] == 3
