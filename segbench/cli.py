@@ -34,6 +34,8 @@ def run(
     synth_shards: Optional[Path] = typer.Option(None, "--synth-shards", help="Synthetic shard dir (default: newest)."),
     synth_source: str = typer.Option("shards", "--synth-source", help="shards | generator (fresh samples per batch)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Generator for --synth-source generator."),
+    synth_filter: Optional[str] = typer.Option(None, "--synth-filter", help="Keep synthetic pairs by their "
+                                               "per-pair quality: q>=0.8 | top=75% (needs scored shards)."),
     preset: str = typer.Option("auto", "--preset", help="tiny | small | thesis | auto (the GAN run's preset)."),
     max_iters: Optional[int] = typer.Option(None, "--max-iters"),
     min_iters: Optional[int] = typer.Option(None, "--min-iters", help="Early stopping: train at least this long."),
@@ -55,7 +57,8 @@ def run(
     ws = workspace_root(workspace)
     config = resolve_config(ws, preset=preset, dataset=dataset, fold=fold, real_per_batch=real,
                             synth_per_batch=synth, aug=aug, real_shards=real_shards, synth_shards=synth_shards,
-                            synth_source=synth_source, checkpoint=checkpoint, max_iters=max_iters,
+                            synth_source=synth_source, checkpoint=checkpoint, synth_filter=synth_filter,
+                            max_iters=max_iters,
                             min_iters=min_iters, patience=patience, seed=seed, device=device,
                             cuda_graph=cuda_graph)
     run_dir = run_experiment(config, ws, out, resume)   # joins torchrun's process group, if any
