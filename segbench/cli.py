@@ -69,6 +69,32 @@ def run(
 
 
 @app.command()
+def score(
+    target: Path = typer.Argument(..., help="GAN run directory, checkpoint file, or synthetic export directory."),
+    n: int = typer.Option(256, "--n", help="Pairs sampled from a GAN (an export is scored whole)."),
+    seed: int = typer.Option(0, "--seed", help="Latents z_i from (seed, i), as `pairgen export`."),
+    judge: Optional[Path] = typer.Option(None, "--judge", help="Real-only segbench run to judge with (default: "
+                                         "the fold's newest one; trained on demand when there is none)."),
+    judge_preset: str = typer.Option("auto", "--judge-preset", help="Preset of a judge trained on demand."),
+    judge_iters: Optional[int] = typer.Option(None, "--judge-iters", help="Cap a judge trained on demand."),
+    real_shards: Optional[Path] = typer.Option(None, "--real-shards", help="Dir holding train/ val/ test/."),
+    write_quality: bool = typer.Option(False, "--write-quality", help="Store per-pair alignment in the export's "
+                                       "shards (the `quality` dataset that --synth-filter reads)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="score.json path or folder (default: the target's)."),
+    device: str = typer.Option("auto", "--device"),
+    workspace: Optional[Path] = WorkspaceOpt,
+) -> None:
+    """Pair quality: alignment (judge U-Net vs generated masks), Fréchet distance, KID, precision/recall."""
+    from pairgen.core.workspace import workspace_root
+    from segbench.judge import print_score, score as score_pairs
+
+    result = score_pairs(target, workspace_root(workspace), n=n, seed=seed, judge=judge, judge_preset=judge_preset,
+                         judge_iters=judge_iters, real_shards=real_shards, device=device,
+                         write_quality=write_quality, out=out)
+    print_score(result, console=console)
+
+
+@app.command()
 def report(
     runs: List[Path] = typer.Argument(..., help="Run directories (or folders holding them)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where report.md/.csv/.json and figures go."),
