@@ -183,6 +183,9 @@ def score(target: Path, ws: Path, n: int = 256, seed: int = 0, judge: Path | Non
     model, meta, single_object = load_judge(judge_dir, resolved)
     train, val = load_shards(plan.real_parent / "train"), load_shards(plan.real_parent / "val")
     _check_layout(train, meta, judge_dir)
+    if min(len(train), len(val)) < 2:
+        raise UserError(f"{plan.real_parent}: the real train and val splits need at least 2 pairs each to compare "
+                        f"feature sets (they hold {len(train)} and {len(val)})")
 
     if plan.synth_dir is not None:
         synth = load_shards(plan.synth_dir)
