@@ -134,6 +134,14 @@ def alignment(preds: np.ndarray, masks: np.ndarray, n_classes: int) -> np.ndarra
     return out
 
 
+def judge_alignment(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, n_classes: int,
+                    single_object: bool, device: torch.device, chunk: int = 256) -> np.ndarray:
+    """`alignment` of the judge's segmentations of uint8 images N×H×W×C against masks N×H×W, float64 N, computed
+    chunk by chunk (an export of 100,000 pairs never holds all label maps at once)."""
+    return np.concatenate([alignment(segment(model, images[s:s + chunk], single_object, device), masks[s:s + chunk],
+                                     n_classes) for s in range(0, len(images), chunk)])
+
+
 def summarize_alignment(values: np.ndarray) -> dict[str, float]:
     """mean and the QUANTILES (q05 … q95) of per-pair alignment scores."""
     summary = {"mean": float(np.mean(values))}
@@ -160,8 +168,11 @@ def sample_pairs(checkpoint: Path, n: int, seed: int, device: torch.device,
 
 def score(target: Path, ws: Path, n: int = 256, seed: int = 0, judge: Path | None = None,
           judge_preset: str = "auto", judge_iters: int | None = None, real_shards: Path | None = None,
-          device: str = "auto", write_quality: bool = False, out: Path | None = None) -> dict[str, Any]:
+          device: str = "auto", write_quality: bool = False, out: Path | None = None,
+          max_features: int = 4096) -> dict[str, Any]:
     """Score a GAN run / checkpoint or an export (module docstring); writes score.json and returns its content.
+
+    max_features: the distances use at most this many synthetic pairs (a seeded subset; alignment uses all).
 
     out: where score.json goes (default: the export directory, or the GAN run directory).
     write_quality: exports only; store the per-pair alignment as the shards' `quality` dataset.
@@ -197,14 +208,16 @@ def score(target: Path, ws: Path, n: int = 256, seed: int = 0, judge: Path | Non
         raise UserError(f"{target}: pairs are {images.shape[1:]} (H×W×C), the real training shards "
                         f"{train.images.shape[1:]}")
     n_classes = len(train.class_names)
-    per_pair = alignment(segment(model, images, single_object, resolved), masks, n_classes)
-    real_val = alignment(segment(model, val.images, single_object, resolved), val.masks, n_classes)
+    per_pair = judge_alignment(model, images, masks, n_classes, single_object, resolved)
+    real_val = judge_alignment(model, val.images, val.masks, n_classes, single_object, resolved)
+    # the distances need all-pairs matrices: a seeded subset of a large export is plenty (and fits in memory)
+    subset = np.sort(np.random.default_rng(seed).choice(len(images), min(len(images), max_features), replace=False))
     features = {name: encoder_features(model, x, resolved) for name, x in
-                (("train", train.images), ("val", val.images), ("synthetic", images))}
+                (("train", train.images), ("val", val.images), ("synthetic", images[subset]))}
     result = {
         "target": str(target.resolve()), "dataset": plan.dataset, "fold_id": plan.fold_id, **source,
         "judge": str(judge_dir.resolve()), "alignment_metric": "dice" if n_classes == 2 else "miou",
-        "n_synthetic": int(len(images)), "n_real_train": int(len(train)), "n_real_val": int(len(val)),
+        "n_synthetic": int(len(images)), "n_synthetic_features": int(len(subset)), "n_real_train": int(len(train)), "n_real_val": int(len(val)),
         "feature_dim": int(features["train"].shape[1]),
         "alignment": summarize_alignment(per_pair), **compare(features["train"], features["synthetic"], seed=seed),
         "scale": {"alignment": summarize_alignment(real_val), **compare(features["train"], features["val"],

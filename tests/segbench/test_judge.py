@@ -116,3 +116,9 @@ def test_pairgen_score_is_segbench_score(workspace: Path, gan_score: dict) -> No
     proc = subprocess.run([sys.executable, "-m", "pairgen", "score", str(workspace / "nowhere")],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2 and "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_feature_subset_of_a_large_export(workspace: Path, gan_score: dict) -> None:
+    export = workspace / DATASET / "fold1" / "synth" / "00000-00000-tiny"
+    result = score(export, workspace, device="cpu", max_features=10, out=workspace / "subset.json")
+    assert result["n_synthetic"] == 24 and result["n_synthetic_features"] == 10

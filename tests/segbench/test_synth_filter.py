@@ -72,3 +72,21 @@ def test_run_draws_only_kept_pairs(tmp_path: Path) -> None:
     plan = DataPlan("test-discs", "fold1", real, directory)
     source = _synth_source(config, plan, shards.load_shards(real / "train"), "cpu")
     assert len(source) == 4
+
+
+def test_report_keeps_filtered_runs_apart(tmp_path: Path) -> None:
+    import json
+
+    from segbench.report import load_run
+
+    variants = []
+    for name, spec in (("a", ""), ("b", "q>=0.8")):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        (run_dir / "summary.json").write_text(json.dumps({"complete": True}))
+        (run_dir / "config.json").write_text(json.dumps(
+            {"dataset": "test-discs", "real_per_batch": 4, "synth_per_batch": 4, "preset": "tiny",
+             "synth_filter": spec}))
+        (run_dir / "per_image.csv").write_text("case,dice\ncase000,0.9\n")
+        variants.append(load_run(run_dir).variant)
+    assert variants == ["tiny", "tiny-q>=0.8"]
