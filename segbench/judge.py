@@ -172,10 +172,10 @@ def score(target: Path, ws: Path, n: int = 256, seed: int = 0, judge: Path | Non
           max_features: int = 4096) -> dict[str, Any]:
     """Score a GAN run / checkpoint or an export (module docstring); writes score.json and returns its content.
 
-    max_features: the distances use at most this many synthetic pairs (a seeded subset; alignment uses all).
-
+    n, seed: pairs sampled from a GAN (z_i from (seed, i)); an export is scored whole.
     out: where score.json goes (default: the export directory, or the GAN run directory).
     write_quality: exports only; store the per-pair alignment as the shards' `quality` dataset.
+    max_features: the distances use at most this many synthetic pairs (a seeded subset; alignment uses all).
     """
     from pairgen.core.files import atomic_write_json
     from segbench.quality import compare
@@ -198,12 +198,7 @@ def score(target: Path, ws: Path, n: int = 256, seed: int = 0, judge: Path | Non
         raise UserError(f"{plan.real_parent}: the real train and val splits need at least 2 pairs each to compare "
                         f"feature sets (they hold {len(train)} and {len(val)})")
 
-    if plan.synth_dir is not None:
-        synth = load_shards(plan.synth_dir)
-        images, masks, source = synth.images, synth.masks, {"export": str(plan.synth_dir.resolve())}
-    else:
-        images, masks, gan_meta = sample_pairs(plan.checkpoint, n, seed, resolved)
-        source = {"checkpoint": str(plan.checkpoint.resolve()), "step": gan_meta["step"], "seed": seed}
+    images, masks, source = _synthetic_pairs(plan, n, seed, resolved)
     if images.shape[1:] != train.images.shape[1:]:
         raise UserError(f"{target}: pairs are {images.shape[1:]} (H×W×C), the real training shards "
                         f"{train.images.shape[1:]}")
@@ -230,6 +225,16 @@ def score(target: Path, ws: Path, n: int = 256, seed: int = 0, judge: Path | Non
         out = plan.synth_dir if plan.synth_dir is not None else _run_dir_of(plan.checkpoint)
     atomic_write_json(Path(out) / SCORE_NAME if Path(out).is_dir() else Path(out), result)
     return result
+
+
+def _synthetic_pairs(plan: DataPlan, n: int, seed: int,
+                     device: torch.device) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(images uint8 N×H×W×C, masks uint8 N×H×W, where they came from) of the plan's export or checkpoint."""
+    if plan.synth_dir is not None:
+        synth = load_shards(plan.synth_dir)
+        return synth.images, synth.masks, {"export": str(plan.synth_dir.resolve())}
+    images, masks, meta = sample_pairs(plan.checkpoint, n, seed, device)
+    return images, masks, {"checkpoint": str(plan.checkpoint.resolve()), "step": meta["step"], "seed": seed}
 
 
 def _run_dir_of(checkpoint: Path) -> Path:
