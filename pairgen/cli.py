@@ -177,6 +177,16 @@ def verify(directory: Path = typer.Argument(..., help="Shard directory with a ma
     console.print(f"[green]✓[/] {directory}: {len(manifest.shards)} shard(s), {manifest.n} samples, all valid")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def score(ctx: typer.Context) -> None:
+    """Pair quality → score.json: alignment, Fréchet distance, KID, precision/recall (`segbench score`; --help)."""
+    # The one place pairgen reaches into segbench: the CLI is the composition root (docs/ARCHITECTURE.md), so the
+    # command is segbench's own, options and all; pairgen's modules never import segbench.
+    from segbench.cli import app as segbench_app
+
+    segbench_app(["score", *ctx.args], prog_name="pairgen")
+
+
 def main() -> None:
     run_app(app, console)
 

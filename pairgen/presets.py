@@ -71,6 +71,10 @@ class GANConfig(FrozenConfig):
     compile: bool = False                # critic step through torch.func + torch.compile (pairgen.compiled)
     cuda_graph: bool = True              # a whole iteration as one CUDA graph (pairgen.graphed; CUDA, 1 process)
     train_fraction: float = 1.0          # low-data experiments: use this seeded fraction of the training split
+    diffaug: str = ""                    # critic-input augmentation policy (pairgen.diffaug), e.g.
+                                         # 'color,translation,cutout'; '' = off (not wired into training yet)
+    ema_kimg: float = 0.0                # generator weight average, half-life in thousands of images
+                                         # (pairgen.ema); 0 = off (not wired into training yet)
 
     @property
     def n_classes(self) -> int:
@@ -131,6 +135,8 @@ def make_config(dataset: str, preset: str = "tiny", **overrides: Any) -> GANConf
 
 
 def validate(config: GANConfig) -> None:
+    from pairgen.diffaug import parse_policy   # lazy: keeps `import pairgen.presets` free of torch
+
     stages = len(config.g_channels)  # FC projection, then one ×2 stage per entry (the last maps to the output)
     if config.mask_encoding not in MASK_ENCODINGS:
         raise UserError(f"--mask-encoding must be one of {', '.join(MASK_ENCODINGS)}, not {config.mask_encoding!r}")
@@ -145,3 +151,9 @@ def validate(config: GANConfig) -> None:
         raise UserError("--iters, --batch-size and critic steps must be positive")
     if not 0.0 < config.train_fraction <= 1.0:
         raise UserError(f"--train-fraction must be in (0, 1], not {config.train_fraction}")
+    try:
+        parse_policy(config.diffaug)
+    except ValueError as exc:
+        raise UserError(f"--diffaug: {exc}") from None
+    if config.ema_kimg < 0:
+        raise UserError(f"--ema-kimg must be >= 0 (0 = off), not {config.ema_kimg}")

@@ -14,6 +14,8 @@ Per shard (first axis = sample, N samples):
   spacing_mm    float32 N×2       (real shards, where known) (row, col) pixel spacing of the full mask grid
   masks_raw     float16 N×H×W×K   (synthetic) raw tanh mask output, K = 1 for the scalar encoding
   latents       float32 N×Z       (synthetic) the z that produced each sample
+  quality       float32 N         (synthetic, optional, schema 2) per-pair alignment score in [0, 1] from a judge
+                                  U-Net (segbench.judge: Dice / mIoU of its segmentation vs the pair's mask)
 File attributes: schema_version, kind ('real'|'synthetic'), dataset, split, fold, class_names (JSON list),
 height, width, channels; synthetic also generator_sha256, trained_dataset, trained_fold.
 
@@ -45,7 +47,8 @@ from pairgen import shardfilters
 from pairgen.core.errors import UserError
 from pairgen.core.files import atomic_write_bytes, atomic_write_json, sha256_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)   # 2 added the optional `quality` dataset; version 1 shards read unchanged
 MANIFEST_NAME = "manifest.json"
 SHARD_PATTERN = "shard-{:05d}.h5"
 KINDS = ("real", "synthetic")
@@ -61,6 +64,7 @@ DATASETS: dict[str, tuple[str, int | None]] = {
     "spacing_mm": ("float32", 2),
     "masks_raw": ("float16", 4),
     "latents": ("float32", 2),
+    "quality": ("float32", 1),
 }
 REQUIRED = ("images", "masks", "sample_index")
 REQUIRED_SYNTHETIC = ("masks_raw", "latents")
@@ -181,8 +185,8 @@ def read_manifest(directory: Path) -> Manifest:
     except (ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{path}: unreadable manifest ({exc})") from None
     raw.pop("n_samples", None)
-    if raw.get("schema_version") != SCHEMA_VERSION:
-        raise UserError(f"{path}: schema_version {raw.get('schema_version')}, this tool reads {SCHEMA_VERSION}")
+    if raw.get("schema_version") not in READABLE_VERSIONS:
+        raise UserError(f"{path}: schema_version {raw.get('schema_version')}, this tool reads {READABLE_VERSIONS}")
     return Manifest(raw, shards)
 
 
@@ -227,8 +231,8 @@ def _schema_problems(h5: h5py.File, problems: list[str]) -> list[str]:
     for key in REQUIRED_ATTRS:
         if key not in attrs:
             problems.append(f"missing attribute {key!r}")
-    if attrs.get("schema_version") not in (None, SCHEMA_VERSION) and "schema_version" in attrs:
-        problems.append(f"schema_version {attrs['schema_version']}, expected {SCHEMA_VERSION}")
+    if attrs.get("schema_version") not in (None, *READABLE_VERSIONS) and "schema_version" in attrs:
+        problems.append(f"schema_version {attrs['schema_version']}, expected one of {READABLE_VERSIONS}")
     kind = attrs.get("kind")
     if kind not in KINDS:
         problems.append(f"kind {kind!r} is not one of {KINDS}")
@@ -269,6 +273,7 @@ class ShardSet:
     spacing_mm: np.ndarray | None = None         # float32 N×2
     masks_raw: np.ndarray | None = None          # float16 N×H×W×K
     latents: np.ndarray | None = None            # float32 N×Z
+    quality: np.ndarray | None = None            # float32 N (schema 2, when scored)
 
     def __len__(self) -> int:
         return len(self.sample_index)
@@ -451,3 +456,27 @@ def _shard_problems(path: Path, info: ShardInfo, manifest: Manifest, seen: dict[
             if top >= len(attrs["class_names"]):
                 problems.append(f"mask value {top} but only {len(attrs['class_names'])} classes")
     return problems
+
+
+def add_quality(directory: Path, quality: np.ndarray) -> Manifest:
+    """Store per-pair scores (float32, one per sample in `load_shards` order) as the `quality` dataset of every
+    synthetic shard of a complete directory; returns the new manifest.
+
+    Each shard is rewritten whole (atomically, with its other datasets and attributes unchanged), then the manifest
+    with the new checksums. If interrupted in between, the directory fails `verify` until the same call is run
+    again (it reads the shards without checksums, so it can finish the job).
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    quality = np.asarray(quality, dtype=np.float32)
+    if manifest.attrs.get("kind") != "synthetic" or len(quality) != manifest.n:
+        raise UserError(f"{directory}: quality needs a synthetic shard directory with {len(quality)} samples "
+                        f"(it holds kind={manifest.attrs.get('kind')!r}, {manifest.n} samples)")
+    infos, start = [], 0
+    for info in manifest.shards:
+        with open_shard(directory / info.file) as h5:
+            attrs, arrays = read_attrs(h5), {name: h5[name][:] for name in h5}
+        arrays["quality"] = quality[start:start + info.n]
+        start += info.n
+        infos.append(write_shard(directory / info.file, arrays, attrs))
+    return write_manifest(directory, manifest.attrs, infos)

@@ -34,6 +34,8 @@ def run(
     synth_shards: Optional[Path] = typer.Option(None, "--synth-shards", help="Synthetic shard dir (default: newest)."),
     synth_source: str = typer.Option("shards", "--synth-source", help="shards | generator (fresh samples per batch)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Generator for --synth-source generator."),
+    synth_filter: Optional[str] = typer.Option(None, "--synth-filter", help="Keep synthetic pairs by their "
+                                               "per-pair quality: q>=0.8 | top=75% (needs scored shards)."),
     preset: str = typer.Option("auto", "--preset", help="tiny | small | thesis | auto (the GAN run's preset)."),
     max_iters: Optional[int] = typer.Option(None, "--max-iters"),
     min_iters: Optional[int] = typer.Option(None, "--min-iters", help="Early stopping: train at least this long."),
@@ -57,7 +59,8 @@ def run(
     ws = workspace_root(workspace)
     config = command_config(ws, out, resume, preset=preset, dataset=dataset, fold=fold, real_per_batch=real,
                             synth_per_batch=synth, aug=aug, real_shards=real_shards, synth_shards=synth_shards,
-                            synth_source=synth_source, checkpoint=checkpoint, max_iters=max_iters,
+                            synth_source=synth_source, checkpoint=checkpoint, synth_filter=synth_filter,
+                            max_iters=max_iters,
                             min_iters=min_iters, patience=patience, seed=seed, device=device,
                             cuda_graph=cuda_graph)
     if dry_run:
@@ -68,6 +71,32 @@ def run(
         print_run_summary(run_dir, console=console)
         console.print(f"[green]✓[/] run directory {run_dir}")
     distributed.cleanup()
+
+
+@app.command()
+def score(
+    target: Path = typer.Argument(..., help="GAN run directory, checkpoint file, or synthetic export directory."),
+    n: int = typer.Option(256, "--n", help="Pairs sampled from a GAN (an export is scored whole)."),
+    seed: int = typer.Option(0, "--seed", help="Latents z_i from (seed, i), as `pairgen export`."),
+    judge: Optional[Path] = typer.Option(None, "--judge", help="Real-only segbench run to judge with (default: "
+                                         "the fold's newest one; trained on demand when there is none)."),
+    judge_preset: str = typer.Option("auto", "--judge-preset", help="Preset of a judge trained on demand."),
+    judge_iters: Optional[int] = typer.Option(None, "--judge-iters", help="Cap a judge trained on demand."),
+    real_shards: Optional[Path] = typer.Option(None, "--real-shards", help="Dir holding train/ val/ test/."),
+    write_quality: bool = typer.Option(False, "--write-quality", help="Store per-pair alignment in the export's "
+                                       "shards (the `quality` dataset that --synth-filter reads)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="score.json path or folder (default: the target's)."),
+    device: str = typer.Option("auto", "--device"),
+    workspace: Optional[Path] = WorkspaceOpt,
+) -> None:
+    """Pair quality: alignment (judge U-Net vs generated masks), Fréchet distance, KID, precision/recall."""
+    from pairgen.core.workspace import workspace_root
+    from segbench.judge import print_score, score as score_pairs
+
+    result = score_pairs(target, workspace_root(workspace), n=n, seed=seed, judge=judge, judge_preset=judge_preset,
+                         judge_iters=judge_iters, real_shards=real_shards, device=device,
+                         write_quality=write_quality, out=out)
+    print_score(result, console=console)
 
 
 @app.command()

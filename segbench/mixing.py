@@ -15,9 +15,12 @@ positions are part of `state_dict()`, so a resumed run draws the same batches as
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from pairgen.core.errors import UserError
@@ -107,6 +110,54 @@ class ShardSynthSource(ArraySource):
     """Exported synthetic pairs (kind='synthetic' shards; trained on the thresholded `masks`)."""
 
     kind = "synthetic"
+
+
+def parse_synth_filter(spec: str) -> tuple[str, float] | None:
+    """--synth-filter spec → ('q', threshold) | ('top', percent) | None (''; keep every pair).
+
+    'q>=0.8'  keep pairs whose per-pair quality (the shards' `quality`, pairgen.shards) is >= 0.8
+    'top=75%' keep the best 75 % of pairs: quality >= the value at rank ceil(0.75·N) (ties at it kept too)
+    """
+    spec = spec.strip().replace(" ", "")
+    if not spec:
+        return None
+    try:
+        if spec.startswith("q>="):
+            return "q", float(spec[3:])
+        if spec.startswith("top=") and spec.endswith("%") and 0 < float(spec[4:-1]) <= 100:
+            return "top", float(spec[4:-1])
+    except ValueError:
+        pass
+    raise UserError(f"--synth-filter {spec!r}: use q>=THRESHOLD (e.g. q>=0.8) or top=PERCENT% (e.g. top=75%)")
+
+
+def synth_filter_keep(quality: np.ndarray, spec: str) -> np.ndarray:
+    """bool N: which pairs `spec` (parse_synth_filter) keeps, given their quality scores float N."""
+    parsed = parse_synth_filter(spec)
+    quality = np.asarray(quality, dtype=np.float64)
+    if parsed is None or len(quality) == 0:
+        return np.ones(len(quality), dtype=bool)
+    kind, value = parsed
+    if kind == "top":
+        rank = max(1, math.ceil(value / 100.0 * len(quality)))
+        value = float(np.sort(quality)[::-1][rank - 1])
+    return quality >= value
+
+
+def filter_synthetic(shardset: ShardSet, spec: str) -> ShardSet:
+    """The pairs of a synthetic ShardSet that `spec` keeps (all of them for ''); UserError when the shards carry
+    no per-pair quality (score them: `segbench score EXPORT --write-quality`) or nothing is left."""
+    if parse_synth_filter(spec) is None:
+        return shardset
+    if shardset.quality is None:
+        raise UserError(f"{shardset.directory}: --synth-filter needs per-pair quality in the shards; run "
+                        f"`segbench score {shardset.directory} --write-quality` first")
+    keep = synth_filter_keep(shardset.quality, spec)
+    if not keep.any():
+        raise UserError(f"{shardset.directory}: --synth-filter {spec} keeps none of its {len(keep)} pairs")
+    arrays = {f.name: getattr(shardset, f.name) for f in dataclasses.fields(shardset)
+              if isinstance(getattr(shardset, f.name), np.ndarray) and len(getattr(shardset, f.name)) == len(keep)}
+    return dataclasses.replace(shardset, **{name: value[keep] for name, value in arrays.items()})
 
 
 class GeneratorSynthSource:

@@ -42,6 +42,7 @@ class SegConfig(FrozenConfig):
     synth_shards: str | None = None      # synthetic shard dir (synth_source='shards')
     synth_source: str = "shards"         # 'shards' | 'generator' (fresh samples from a checkpoint each batch)
     checkpoint: str | None = None        # generator checkpoint for synth_source='generator'
+    synth_filter: str = ""               # keep synthetic pairs by per-pair quality: 'q>=0.8' | 'top=75%' | ''
     depth: int = 2
     filters: int = 16
     pooling: str = "avg"                 # tables 4.2 / 4.4: average pooling
@@ -86,4 +87,10 @@ def make_config(dataset: str, preset: str = "tiny", **overrides: Any) -> SegConf
         raise UserError("--real + --synth must be at least 1 (a minibatch cannot be empty)")
     if config.synth_source not in SYNTH_SOURCES:
         raise UserError(f"--synth-source must be one of {', '.join(SYNTH_SOURCES)}, not {config.synth_source!r}")
+    if config.synth_filter:
+        from segbench.mixing import parse_synth_filter
+
+        parse_synth_filter(config.synth_filter)
+        if config.synth_source != "shards":
+            raise UserError("--synth-filter needs --synth-source shards (it reads the shards' per-pair quality)")
     return config

@@ -130,7 +130,9 @@ def load_run(path: Path) -> Run | str:
     # a low-data subset (fold1-frac10) is tested on its fold's test images: pair by fold1, keep frac10 apart
     fold_id, _, fraction = str(merged.get("fold_id", "fold1")).partition("-")
     generator = merged.get("synth_source") == "generator" and int(merged["synth_per_batch"]) > 0
-    variant = "-".join(str(v) for v in (merged.get("preset"), fraction, "generator" if generator else None) if v)
+    synth_filter = merged.get("synth_filter") if int(merged["synth_per_batch"]) > 0 else None   # never pool
+    variant = "-".join(str(v) for v in (merged.get("preset"), fraction, "generator" if generator else None,
+                                        synth_filter) if v)
     return Run(path=path, dataset=str(merged["dataset"]), fold_id=fold_id, seed=int(merged.get("seed", 0)),
                real=int(merged["real_per_batch"]), synth=int(merged["synth_per_batch"]),
                aug=str(merged.get("aug") or "none"), rows=rows, summary=summary, variant=variant)

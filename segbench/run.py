@@ -258,12 +258,12 @@ def _check_same_layout(reference: ShardSet, shape: tuple[int, ...], class_names:
 
 
 def _synth_source(config: SegConfig, plan: DataPlan, train: ShardSet, device: torch.device):
-    from segbench.mixing import GeneratorSynthSource, ShardSynthSource
+    from segbench.mixing import GeneratorSynthSource, ShardSynthSource, filter_synthetic
 
     if config.synth_per_batch == 0:
         return None
     if plan.synth_dir is not None:
-        synth = load_shards(plan.synth_dir)
+        synth = filter_synthetic(load_shards(plan.synth_dir), config.synth_filter)
         _check_same_layout(train, synth.images.shape[1:], synth.class_names, plan.synth_dir)
         return ShardSynthSource(synth, device)
     source = GeneratorSynthSource(plan.checkpoint, device)

@@ -46,18 +46,19 @@ def make_synthetic_export(directory: Path, n: int = 16, size: int = 32, trained_
     return directory
 
 
-def make_gan_checkpoint(run_dir: Path, fold: int = 1) -> Path:
-    """A loadable tiny 32×32 generator checkpoint for DATASET / fold<fold>."""
+def make_gan_checkpoint(run_dir: Path, fold: int = 1, dataset: str = DATASET, class_names=CLASSES,
+                        **config_overrides) -> Path:
+    """A loadable tiny (32×32 unless overridden) generator checkpoint for `dataset` / fold<fold>."""
     from pairgen.networks import build_critic, build_generator
     from pairgen.presets import make_config as gan_config
 
-    config = gan_config(DATASET, "tiny", class_names=CLASSES, g_channels=(16, 8, 4), d_channels=(4, 8, 16),
-                        z_dim=8, fold=fold)
+    config = gan_config(dataset, "tiny", class_names=class_names, g_channels=(16, 8, 4), d_channels=(4, 8, 16),
+                        z_dim=8, fold=fold, **config_overrides)
     torch.manual_seed(0)
     state = {"format": ckpt.FORMAT, "version": ckpt.VERSION, "config": config.to_json(), "step": 1,
              "generator": build_generator(config).state_dict(), "critic": build_critic(config).state_dict(),
-             "opt_g": {}, "opt_d": {}, "rng": {}, "data_order": {}, "dataset": DATASET,
-             "fold_id": config.fold_id, "class_names": list(CLASSES)}
+             "opt_g": {}, "opt_d": {}, "rng": {}, "data_order": {}, "dataset": dataset,
+             "fold_id": config.fold_id, "class_names": list(class_names)}
     path = ckpt.checkpoint_path(run_dir, 1)
     ckpt.save_checkpoint(path, state)
     return path

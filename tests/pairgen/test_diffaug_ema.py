@@ -1,0 +1,107 @@
+"""Pair-consistent DiffAugment (the mask stays on its image) and the generator weight average's update rule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from pairgen.core.errors import UserError
+from pairgen.diffaug import augment_pairs, cutout, parse_policy, translation
+from pairgen.ema import EMA, beta_from_half_life
+from pairgen.presets import make_config
+
+
+def square_pairs(n: int = 16, size: int = 16, image_channels: int = 3) -> torch.Tensor:
+    """Pairs whose image is -1 with a +1 square exactly where the (scalar) mask is +1."""
+    pair = torch.full((n, image_channels + 1, size, size), -1.0)
+    for b in range(n):
+        y, x = 3 + b % 7, 2 + (3 * b) % 9
+        pair[b, :, y:y + 4, x:x + 5] = 1.0
+    return pair
+
+
+def test_translation_moves_mask_with_image() -> None:
+    pair = square_pairs()
+    out = translation(pair, torch.Generator().manual_seed(0))
+    image, mask = out[:, :3], out[:, 3:]
+    assert not torch.equal(out, pair)                                # something moved
+    assert torch.equal(image[:, :1], mask) and torch.equal(image[:, 1:2], mask)
+    # each sample is a pure integer shift: the square keeps its 4×5 size where it stays inside
+    assert ((mask == 1).sum(dim=(1, 2, 3)) <= 20).all() and ((mask == 1).sum(dim=(1, 2, 3)) > 0).any()
+
+
+def test_translation_is_an_exact_shift() -> None:
+    pair = torch.arange(2 * 2 * 8 * 8, dtype=torch.float32).reshape(2, 2, 8, 8)
+    out = translation(pair, torch.Generator().manual_seed(3))
+    for b in range(2):
+        found = [(dy, dx) for dy in range(-1, 2) for dx in range(-1, 2)
+                 if torch.equal(out[b, :, max(dy, 0):8 + min(dy, 0), max(dx, 0):8 + min(dx, 0)],
+                                pair[b, :, max(-dy, 0):8 - max(dy, 0), max(-dx, 0):8 - max(dx, 0)])]
+        assert len(found) == 1        # ratio 1/8 of 8 px: one shift in {-1, 0, 1}² explains the sample
+
+
+def test_full_policy_keeps_every_mask_on_its_image() -> None:
+    pair = square_pairs()
+    out = augment_pairs(pair, 3, "color,translation,cutout", torch.Generator().manual_seed(1))
+    image, mask = out[:, 0], out[:, 3]
+    assert set(mask.unique().tolist()) <= {-1.0, 0.0, 1.0}          # colour never touches the mask
+    for b in range(len(out)):
+        # colour maps the image's two levels to two other levels per sample; the geometry is the mask's exactly
+        square, rest, holes = image[b][mask[b] == 1], image[b][mask[b] == -1], image[b][mask[b] == 0]
+        assert square.unique().numel() <= 1 and rest.unique().numel() == 1
+        assert (holes == 0).all() and not torch.isin(rest, square).any()
+    assert (mask == 0).any() and (mask == 1).any()
+
+
+def test_color_changes_image_channels_only_and_is_differentiable() -> None:
+    pair = square_pairs(4).requires_grad_(True)
+    out = augment_pairs(pair, 3, "color", torch.Generator().manual_seed(2))
+    assert torch.equal(out[:, 3:], pair[:, 3:]) and not torch.equal(out[:, :3], pair[:, :3])
+    out.sum().backward()
+    assert pair.grad is not None and pair.grad[:, :3].abs().sum() > 0
+
+
+def test_cutout_zeroes_one_square_in_every_channel() -> None:
+    pair = torch.ones(8, 4, 16, 16)
+    out = cutout(pair, torch.Generator().manual_seed(0))
+    zeros = out == 0
+    assert torch.equal(zeros[:, :1].expand_as(zeros), zeros)
+    assert (zeros[:, 0].sum(dim=(1, 2)) <= 64).all() and zeros.any()
+
+
+def test_policy_parsing_and_config_validation() -> None:
+    assert parse_policy("") == () and parse_policy("translation, cutout") == ("translation", "cutout")
+    with pytest.raises(ValueError):
+        parse_policy("translation,zoom")
+    config = make_config("shapes", "tiny", diffaug="color,translation", ema_kimg=0.5)
+    assert config.diffaug == "color,translation" and config.ema_kimg == 0.5
+    assert make_config("shapes", "tiny").diffaug == "" and make_config("shapes", "tiny").ema_kimg == 0.0
+    with pytest.raises(UserError, match="diffaug"):
+        make_config("shapes", "tiny", diffaug="rotate")
+    with pytest.raises(UserError, match="ema"):
+        make_config("shapes", "tiny", ema_kimg=-1.0)
+
+
+def test_ema_update_by_hand() -> None:
+    live = nn.BatchNorm1d(2)
+    with torch.no_grad():
+        live.weight.copy_(torch.tensor([1.0, 2.0]))
+    ema = EMA(live, beta=0.9)
+    with torch.no_grad():
+        live.weight.copy_(torch.tensor([3.0, 0.0]))
+        live.running_mean.copy_(torch.tensor([5.0, 6.0]))
+    ema.update(live)
+    # 0.9·[1, 2] + 0.1·[3, 0] = [1.2, 1.8]; buffers copied as they are
+    assert torch.allclose(ema.module.weight, torch.tensor([1.2, 1.8]))
+    assert torch.equal(ema.module.running_mean, torch.tensor([5.0, 6.0]))
+    assert not ema.module.weight.requires_grad
+    other = EMA(nn.BatchNorm1d(2), beta=0.5)
+    other.load_state_dict(ema.state_dict())
+    assert other.beta == 0.9 and torch.allclose(other.module.weight, torch.tensor([1.2, 1.8]))
+
+
+def test_beta_from_half_life() -> None:
+    beta = beta_from_half_life(batch_size=10, half_life_kimg=0.01)   # 10 images per step, half-life 10 images
+    assert beta == pytest.approx(0.5)
+    assert beta_from_half_life(16, 10.0) ** (10_000 / 16) == pytest.approx(0.5)
