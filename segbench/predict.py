@@ -24,7 +24,7 @@ from pairgen.shards import ShardSet
 from pairgen.core.files import atomic_write_bytes
 from segbench.mixing import uint8_to_model
 from segbench.presets import SegConfig
-from segbench.train import autocast_for
+from segbench.step import autocast_for
 from segbench.unet import UNet, n_outputs_for
 
 WEIGHTS_NAME = "weights.pt"
