@@ -15,6 +15,7 @@ RNG stream: ε is drawn outside the compiled function exactly as the eager penal
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -22,6 +23,16 @@ from torch import nn
 from torch.func import functional_call, grad, grad_and_value
 
 from pairgen.wgan_gp import _at_least_fp32, batch_independent, interpolation_weights, penalty_of
+
+
+def _compile(fn: Callable) -> Callable:
+    """torch.compile(fn) with static shapes. The first call in a process imports inductor, and through it
+    torch.utils.mkldnn, whose class bodies still use the deprecated torch.jit.script_method (14 warnings from
+    torch's own code, nothing we call): those are silenced here, and only those."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`torch.jit.script_method` is deprecated",
+                                category=DeprecationWarning)
+        return torch.compile(fn, dynamic=False)
 
 
 class CompiledCriticLoss:
@@ -32,7 +43,7 @@ class CompiledCriticLoss:
             raise ValueError("the compiled critic step needs a critic without batch norm")
         self.critic, self.gp_lambda, self.amp = critic, gp_lambda, amp
         step = grad_and_value(self._loss, has_aux=True)
-        self._step: Callable = torch.compile(step, dynamic=False) if compile else step
+        self._step: Callable = _compile(step) if compile else step
 
     def _loss(self, params: dict[str, torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
               eps: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:

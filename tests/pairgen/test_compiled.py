@@ -36,6 +36,7 @@ def _eager(critic, real, fake, gp_lambda, seed):
     return loss.detach(), terms, {n: p.grad.clone() for n, p in critic.named_parameters()}
 
 
+@pytest.mark.filterwarnings("error::DeprecationWarning")   # torch.compile's own import noise is silenced
 @pytest.mark.parametrize("compile", [False, True])
 def test_functional_critic_loss_matches_eager_autograd(compile: bool) -> None:
     config = _small_config()
