@@ -9,7 +9,7 @@ import torch
 
 from pairgen.compiled import CompiledCriticLoss
 from pairgen.core.errors import UserError
-from pairgen.networks import build_critic, build_generator, pair_channels
+from pairgen.networks import build_critic, pair_channels
 from pairgen.presets import make_config
 from pairgen.train import _make_optimizer
 from pairgen.step import critic_update, make_critic_backward
@@ -62,7 +62,7 @@ def test_compiled_critic_step_updates_like_the_eager_step() -> None:
     results = []
     for config in (eager_config, compiled_config):
         torch.manual_seed(0)
-        generator, critic = build_generator(config), build_critic(config)
+        critic = build_critic(config)
         initial = torch.cat([p.detach().flatten() for p in critic.parameters()])
         opt_d = _make_optimizer(critic, config, torch.device("cpu"))
         backward = make_critic_backward(critic, opt_d, config, amp=False)   # compiled for compiled_config
