@@ -6,7 +6,7 @@ pure function of the parameters — `grad` over the parameters of a loss whose p
 the critic's input — and torch.compile traces the forward, the input gradient and the double backward as one
 graph: the many small elementwise kernels of layer norm's double backward fuse, and on CUDA one compiled graph
 replaces thousands of individually launched kernels per iteration (the eager step is launch-bound there: see
-README "Performance"). Only for critics that score each sample on its own (no batch norm: its running
+docs/PERFORMANCE.md). Only for critics that score each sample on its own (no batch norm: its running
 statistics are state that a pure function cannot update).
 
 Same numbers as pairgen.wgan_gp.critic_loss up to float rounding (tests/pairgen/test_compiled.py), and the same
@@ -15,7 +15,7 @@ RNG stream: ε is drawn outside the compiled function exactly as the eager penal
 
 from __future__ import annotations
 
-import weakref
+import warnings
 from typing import Callable
 
 import torch
@@ -24,8 +24,15 @@ from torch.func import functional_call, grad, grad_and_value
 
 from pairgen.wgan_gp import _at_least_fp32, batch_independent, interpolation_weights, penalty_of
 
-# one compiled function per critic module (compiling is expensive: tens of seconds, once per run)
-_CACHE: "weakref.WeakKeyDictionary[nn.Module, CompiledCriticLoss]" = weakref.WeakKeyDictionary()
+
+def _compile(fn: Callable) -> Callable:
+    """torch.compile(fn) with static shapes. The first call in a process imports inductor, and through it
+    torch.utils.mkldnn, whose class bodies still use the deprecated torch.jit.script_method (14 warnings from
+    torch's own code, nothing we call): those are silenced here, and only those."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`torch.jit.script_method` is deprecated",
+                                category=DeprecationWarning)
+        return torch.compile(fn, dynamic=False)
 
 
 class CompiledCriticLoss:
@@ -36,7 +43,7 @@ class CompiledCriticLoss:
             raise ValueError("the compiled critic step needs a critic without batch norm")
         self.critic, self.gp_lambda, self.amp = critic, gp_lambda, amp
         step = grad_and_value(self._loss, has_aux=True)
-        self._step: Callable = torch.compile(step, dynamic=False) if compile else step
+        self._step: Callable = _compile(step) if compile else step
 
     def _loss(self, params: dict[str, torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
               eps: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
@@ -54,21 +61,33 @@ class CompiledCriticLoss:
         penalty = penalty_of(grad(lambda x: scores(x).sum())(mixed))
         return -wasserstein + self.gp_lambda * penalty, (wasserstein, penalty)
 
-    def __call__(self, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None
+    def __call__(self, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """real, fake: float B×(C+Kc)×H×W → (loss, {'wasserstein', 'gp'} detached, {param name: gradient})."""
-        eps = interpolation_weights(real, generator)   # outside the graph: the eager path's RNG draw
+        """real, fake: float B×(C+Kc)×H×W, eps: the penalty's weights B×1×1×1 (None: drawn here, outside the
+        compiled graph, as the eager penalty draws them) → (loss, {'wasserstein', 'gp'} detached,
+        {param name: gradient})."""
+        eps = interpolation_weights(real) if eps is None else eps
         params = {name: p.detach() for name, p in self.critic.named_parameters()}
         grads, (loss, (wasserstein, penalty)) = self._step(params, real.detach(), fake.detach(), eps)
         return loss.detach(), {"wasserstein": wasserstein.detach(), "gp": penalty.detach()}, grads
 
 
-def compiled_critic_loss(critic: nn.Module, gp_lambda: float, amp: bool) -> CompiledCriticLoss:
-    """The cached CompiledCriticLoss of `critic` (built, and compiled lazily by torch, on first use)."""
-    found = _CACHE.get(critic)
-    if found is None or found.gp_lambda != gp_lambda or found.amp != amp:
-        found = _CACHE[critic] = CompiledCriticLoss(critic, gp_lambda, amp)
-    return found
+def compiled_critic_backward(critic: nn.Module, opt_d: torch.optim.Optimizer, gp_lambda: float, amp: bool
+                             ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
+                                           tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """(real, fake, ε) → (loss, terms) with the critic's weight gradients in param.grad, as
+    wgan_gp.critic_backward, through one CompiledCriticLoss (compiled by torch on first use: tens of seconds,
+    once per run)."""
+    loss_and_grads = CompiledCriticLoss(critic, gp_lambda, amp)
+
+    def backward(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss, terms, grads = loss_and_grads(real, fake, eps)
+        opt_d.zero_grad(set_to_none=True)
+        assign_grads(critic, grads)
+        return loss, terms
+
+    return backward
 
 
 def assign_grads(module: nn.Module, grads: dict[str, torch.Tensor]) -> None:

@@ -69,7 +69,7 @@ class GANConfig(FrozenConfig):
     device: str = "auto"                 # 'auto' | 'cpu' | 'cuda' | 'cuda:N'
     amp: bool = True                     # bf16 autocast on CUDA (ignored on CPU)
     compile: bool = False                # critic step through torch.func + torch.compile (pairgen.compiled)
-    cuda_graph: bool = True              # a whole iteration as one CUDA graph (pairgen.graphed; CUDA, 1 process)
+    cuda_graph: bool = True              # a whole iteration as one CUDA graph (pairgen.step; CUDA, 1 process)
     train_fraction: float = 1.0          # low-data experiments: use this seeded fraction of the training split
     diffaug: str = ""                    # critic-input augmentation policy (pairgen.diffaug), e.g.
                                          # 'color,translation,cutout'; '' = off (not wired into training yet)

@@ -40,12 +40,11 @@ from pairgen.core.curves import GAN_PANELS, plot_curves
 from pairgen.core.jsonlog import append_record, trim_log
 from pairgen.core.devices import resolve_device
 from pairgen.core.errors import UserError, writing
-from pairgen.graphed import GraphedIteration, StepOutcome
 from pairgen.networks import build_critic, build_generator
 from pairgen.pairdata import EpochSampler, PairData
 from pairgen.presets import GANConfig, validate
 from pairgen.sheets import sample_sheet
-from pairgen.wgan_gp import OPTIONS, critic_step, generator_step, make_fakes
+from pairgen.step import GanIteration, StepOutcome, make_critic_backward
 
 MAX_BAD_STEPS = 10          # consecutive non-finite steps of one phase (critic or generator) before giving up
 SHEET_SAMPLES = 16
@@ -59,18 +58,15 @@ class TrainingDiverged(UserError):
 
 
 def _make_optimizer(module: nn.Module, config: GANConfig, device: torch.device) -> torch.optim.Adam:
-    # fused Adam (CUDA and CPU): one kernel over all parameters; on CPU 3-9x faster per step than the default
-    # for-loop Adam in scripts/bench.py's measurements, same state_dict (old checkpoints load)
-    return torch.optim.Adam(module.parameters(), lr=config.lr, betas=tuple(config.betas),
-                            fused=OPTIONS.fused_adam or None)
+    # fused Adam (CUDA and CPU): one kernel over all parameters, whose found_inf skips a non-finite step on the
+    # device (pairgen.step); same state_dict as the for-loop Adam (old checkpoints load)
+    return torch.optim.Adam(module.parameters(), lr=config.lr, betas=tuple(config.betas), fused=True)
 
 
 def use_cuda_graph(config: GANConfig, device: torch.device, world: int) -> bool:
-    """Whether to replay iterations as a CUDA graph (pairgen.graphed): asked for, on CUDA, one process (ranks
-    all-reduce between steps), eager critic step (not --compile) and the fused Adam whose found_inf skips a
-    non-finite step on the device."""
-    return (config.cuda_graph and device.type == "cuda" and world == 1 and not config.compile
-            and OPTIONS.fused_adam)
+    """Whether to replay iterations as a CUDA graph (pairgen.step): asked for, on CUDA, one process (ranks
+    all-reduce between steps) and the eager critic step (not --compile)."""
+    return config.cuda_graph and device.type == "cuda" and world == 1 and not config.compile
 
 
 def _restore_rank_rng(state: dict[str, Any], rank: int, world: int, seed: int) -> None:
@@ -105,16 +101,12 @@ def sample_diversity(generator: nn.Module, z: torch.Tensor) -> float:
         generator.train(was_training)
 
 
-def _tick_means(sums: dict[str, list[torch.Tensor]]) -> dict[str, float | None]:
-    """Mean of each term over the tick's good steps (None when every step was skipped), averaged over ranks."""
-    local = torch.stack([torch.stack(v).float().mean() if v else torch.tensor(float("nan"), device=_device_of(sums))
-                         for v in sums.values()])
-    values = distributed.all_mean(local).tolist()
+def _tick_means(sums: dict[str, list[float]], device: torch.device) -> dict[str, float | None]:
+    """Mean (float32) of each term over the tick's good steps (None when every step was skipped), averaged over
+    ranks (on `device`: the collective's backend may need it there)."""
+    local = torch.stack([torch.tensor(v).mean() if v else torch.tensor(float("nan")) for v in sums.values()])
+    values = distributed.all_mean(local.to(device)).tolist()
     return {k: (None if v != v else float(v)) for k, v in zip(sums, values)}
-
-
-def _device_of(sums: dict[str, list[torch.Tensor]]) -> torch.device:
-    return next((v[0].device for v in sums.values() if v), torch.device("cpu"))
 
 
 def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False, show_progress: bool = True) -> Path:
@@ -186,7 +178,7 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
             raise TrainingDiverged(f"{exc}; {where}") from None
         return path
 
-    sums: dict[str, list[torch.Tensor]] = {"critic_loss": [], "wasserstein": [], "gp": [], "generator_loss": []}
+    sums: dict[str, list[float]] = {"critic_loss": [], "wasserstein": [], "gp": [], "generator_loss": []}
     # per phase: good generator steps must not hide a critic that fails every step (and vice versa)
     bad_streak, skipped = {"critic": 0, "generator": 0}, 0
     diversity_z = torch.randn(SHEET_SAMPLES, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
@@ -225,39 +217,30 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
                       file=sys.stderr)
         bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if v is not None}, refresh=False)
 
-    graphed = (GraphedIteration(generator, critic, opt_g, opt_d, data, config, device, amp)
-               if use_cuda_graph(config, device, world) else None)
+    # the one iteration body (pairgen.step), eager or replayed as a CUDA graph; built after any resume (a graph
+    # owns the parameter and Adam state tensors it captured)
+    iteration = GanIteration(generator, critic, opt_g, opt_d, data, config, device, amp,
+                             make_critic_backward(critic, opt_d, config, amp), sync,
+                             graph=use_cuda_graph(config, device, world))
 
-    def account(outcome: StepOutcome, snapshot: list[torch.Tensor]) -> None:
+    def account(outcome: StepOutcome) -> None:
         """A step's terms into the tick's sums, or its skip into the log and the phase's bad streak."""
         if outcome.bad is not None:
-            record_bad(outcome.phase, outcome.bad, snapshot)
+            record_bad(outcome.phase, outcome.bad, iteration.snapshot)
             return
         bad_streak[outcome.phase] = 0
         for name, value in outcome.terms.items():
-            sums[name].append(torch.as_tensor(value))
+            sums[name].append(value)
 
     while step < config.iters:
-        if graphed is not None:  # the same iteration, decided on the device and read back once (pairgen.graphed)
-            outcomes = graphed.run(torch.stack([sampler.next()[rows] for _ in range(config.critic_steps)]))
-            for outcome in outcomes:
-                account(outcome, graphed.snapshot)
-        else:
-            snapshot = [b.detach().clone() for net in nets for b in net.buffers()]
-            # all critic steps' fakes in one generator forward (G does not change during the critic steps)
-            fakes = (make_fakes(generator, config.critic_steps * config.batch_size, config, device, amp)
-                     .split(config.batch_size) if OPTIONS.one_generator_forward else [None] * config.critic_steps)
-            for fake in fakes:
-                terms, bad = critic_step(generator, critic, opt_d, data.batch(sampler.next()[rows]), config, amp,
-                                         fake, sync)
-                account(StepOutcome("critic", terms, bad), snapshot)
-            g_loss, bad = generator_step(generator, critic, opt_g, config, device, amp, sync)
-            account(StepOutcome("generator", {"generator_loss": g_loss} if bad is None else None, bad), snapshot)
+        # S critic steps and the generator step, decided on the device and read back once
+        for outcome in iteration.run(torch.stack([sampler.next()[rows] for _ in range(config.critic_steps)])):
+            account(outcome)
         step += 1
         bar.update(1)
         if step % config.tick_every == 0 or step == config.iters:
             now = time.perf_counter()
-            means = _tick_means(sums)  # collective under torchrun: the mean over ranks
+            means = _tick_means(sums, device)  # collective under torchrun: the mean over ranks
             if rank == 0:
                 log_tick(means, now)
             sums = {k: [] for k in sums}

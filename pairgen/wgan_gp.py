@@ -5,39 +5,21 @@ it scores real pairs high; the generator minimises -E[D(G(z))]. (Eq. 3.14 of the
 terms with the opposite sign, which contradicts eq. 3.15; the reference code uses this one.)
 The Wasserstein estimate reported is E[D(real)] - E[D(fake)], which should be positive and shrink as G learns.
 
-critic_step / generator_step are the two updates of algorithm 4; both refuse to step the optimiser when the loss
-or any gradient is non-finite, so a bad batch never touches the weights or Adam's moments.
+critic_backward / generator_backward leave one update's gradients in param.grad; finite_flags and
+step_unless_nonfinite then apply it unless the loss or a gradient is non-finite, decided on the device, so a bad
+batch never touches the weights or Adam's moments. pairgen.step runs them as the iteration of algorithm 4.
 
-Speed (README "Performance" has the scripts/bench.py figures): a critic without batch norm scores real and fake
-in ONE forward (its samples are independent, so this is the same function with half the kernel launches; measured
-1.01-1.13x); the interpolates stay a separate forward, because their input-gradient pass would otherwise run over
-all 3B rows (1.5x the FLOPs, measured 0.74-0.9x on CPU). `OPTIONS` switches these for ablations.
+A critic without batch norm scores real and fake in ONE forward (its samples are independent, so this is the
+same function with fewer kernel launches); the interpolates stay a separate forward, because their input-gradient
+pass would otherwise run over all 3B rows (docs/DECISIONS.md has the measurements).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 
 from pairgen.presets import GANConfig
-
-# after backward, before the finite check: averages gradients (and the loss) over ranks; see pairgen.core.distributed
-GradSync = Callable[[nn.Module, torch.Tensor], torch.Tensor]
-
-
-@dataclass
-class SpeedOptions:
-    """Switches for the benchmark's ablations; the defaults are what training uses."""
-
-    fuse_real_fake: bool = True          # one critic forward for real+fake when the critic has no batch norm
-    one_generator_forward: bool = True   # pairgen.train: all critic steps' fakes of an iteration in one forward
-    fused_adam: bool = True              # pairgen.train: one Adam kernel over all parameters (CPU and CUDA)
-
-
-OPTIONS = SpeedOptions()
 
 
 def batch_independent(critic: nn.Module) -> bool:
@@ -87,7 +69,7 @@ def critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_la
     `fake` is detached here: the critic step must not backpropagate into the generator.
     """
     fake = fake.detach()
-    if OPTIONS.fuse_real_fake and real.shape == fake.shape and batch_independent(critic):
+    if real.shape == fake.shape and batch_independent(critic):
         scores = _at_least_fp32(critic(torch.cat([real, fake])))
         wasserstein = scores[:real.shape[0]].mean() - scores[real.shape[0]:].mean()
     else:
@@ -105,7 +87,7 @@ def generator_loss(critic: nn.Module, fake: torch.Tensor) -> torch.Tensor:
 def _grads_finite(grads: list[torch.Tensor]) -> torch.Tensor:
     """A 0-dim bool tensor: every gradient entry is finite (NaN and ±inf propagate through sums and maxima).
 
-    CPU: one sum per tensor (about 10x cheaper than isfinite or |g|-max reductions there, measured); a sum that
+    CPU: one sum per tensor (cheaper there than isfinite or |g|-max reductions: docs/DECISIONS.md); a sum that
     overflows float range also counts as non-finite, which only a diverged step reaches. CUDA: one foreach
     max-|g| launch over all tensors.
     """
@@ -128,37 +110,27 @@ def make_fakes(generator: nn.Module, n: int, config: GANConfig, device: torch.de
         return generator(z).float()
 
 
-def critic_backward(generator: nn.Module, critic: nn.Module, opt_d: torch.optim.Optimizer, real: torch.Tensor,
-                    config: GANConfig, amp: bool, fake: torch.Tensor | None = None, eps: torch.Tensor | None = None
+def critic_backward(critic: nn.Module, opt_d: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor,
+                    eps: torch.Tensor | None, gp_lambda: float, amp: bool
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The critic's loss on `real` (B×(C+Kc)×H×W) against `fake` (same shape; None: B fresh fakes), with its
-    weight gradients left in param.grad (zeroed first) → (loss, {'wasserstein', 'gp'} detached). No host sync.
-    `eps`: the penalty's interpolation weights (None: drawn here; the compiled step always draws its own)."""
-    if fake is None:
-        fake = make_fakes(generator, real.shape[0], config, real.device, amp)
-    if config.compile:  # validate() refuses --compile for a batch-norm critic
-        from pairgen.compiled import assign_grads, compiled_critic_loss
-
-        loss, terms, grads = compiled_critic_loss(critic, config.gp_lambda, amp)(real, fake)
-        opt_d.zero_grad(set_to_none=True)
-        assign_grads(critic, grads)
-    else:
-        with torch.autocast(real.device.type, torch.bfloat16, enabled=amp):
-            loss, terms = critic_loss(critic, real, fake, config.gp_lambda, eps=eps)
-        opt_d.zero_grad(set_to_none=True)
-        loss.backward()
+    """The critic's loss on `real` against `fake` (both B×(C+Kc)×H×W), with its weight gradients left in
+    param.grad (zeroed first) → (loss, {'wasserstein', 'gp'} detached). No host sync. `eps`: the penalty's
+    interpolation weights (B×1×1×1; None: drawn here). The eager form of pairgen.step's critic backward."""
+    with torch.autocast(real.device.type, torch.bfloat16, enabled=amp):
+        loss, terms = critic_loss(critic, real, fake, gp_lambda, eps=eps)
+    opt_d.zero_grad(set_to_none=True)
+    loss.backward()
     return loss, terms
 
 
-def generator_backward(generator: nn.Module, critic: nn.Module, opt_g: torch.optim.Optimizer, config: GANConfig,
-                       device: torch.device, amp: bool, z: torch.Tensor | None = None) -> torch.Tensor:
-    """-E[D(G(z))] for B fresh latents (or the given z, B×z_dim; one forward of G), its gradients left in the
-    generator's param.grad (zeroed first; the critic's weights get none) → the loss, in the graph. No host sync."""
+def generator_backward(critic: nn.Module, opt_g: torch.optim.Optimizer, fake: torch.Tensor, amp: bool
+                       ) -> torch.Tensor:
+    """-E[D(fake)] for `fake` = G(z) carrying the generator's graph, its gradients left in the generator's
+    param.grad (zeroed first; the critic's weights get none) → the loss, in the graph. No host sync."""
     critic.requires_grad_(False)  # the critic's weight gradients are not needed here
     try:
-        z = torch.randn(config.batch_size, config.z_dim, device=device) if z is None else z
-        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            loss = generator_loss(critic, generator(z))
+        with torch.autocast(fake.device.type, torch.bfloat16, enabled=amp):
+            loss = generator_loss(critic, fake)
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
     finally:
@@ -168,7 +140,8 @@ def generator_backward(generator: nn.Module, critic: nn.Module, opt_g: torch.opt
 
 def finite_flags(loss: torch.Tensor, terms: dict[str, torch.Tensor], module: nn.Module) -> torch.Tensor:
     """bool tensor [each term finite…, loss finite, every gradient of `module` finite], on the device, no host
-    sync: what a step that cannot branch on the host (a CUDA graph) decides with; see bad_term_of."""
+    sync: what a step that cannot branch on the host (a CUDA graph) decides with; see bad_term_of. Under
+    torchrun pass the loss averaged over ranks (with the gradients), so that every rank decides the same."""
     grads = [p.grad for p in module.parameters() if p.grad is not None]
     finite = [torch.isfinite(_at_least_fp32(v.detach())).reshape(()) for v in (*terms.values(), loss)]
     all_grads = _grads_finite(grads) if grads else torch.ones((), dtype=torch.bool, device=loss.device)
@@ -177,7 +150,7 @@ def finite_flags(loss: torch.Tensor, terms: dict[str, torch.Tensor], module: nn.
 
 def bad_term_of(flags: list[bool], names: list[str]) -> str | None:
     """finite_flags read on the host → None if the step is good (loss and gradients finite), else the first
-    non-finite term's name, else 'loss', else 'grad' (the same answer as the eager step's check)."""
+    non-finite term's name, else 'loss', else 'grad'."""
     *term_flags, loss_ok, grads_ok = flags
     if loss_ok and grads_ok:
         return None
@@ -197,42 +170,3 @@ def step_unless_nonfinite(optimizer: torch.optim.Optimizer, flags: torch.Tensor)
         optimizer.step()
     finally:
         del optimizer.found_inf  # type: ignore[attr-defined]
-
-
-def _bad_term(loss: torch.Tensor, terms: dict[str, torch.Tensor], module: nn.Module) -> str | None:
-    """The eager step's check: finite_flags read on the host (one sync) → bad_term_of's answer."""
-    return bad_term_of(finite_flags(loss, terms, module).tolist(), list(terms))
-
-
-def critic_step(generator: nn.Module, critic: nn.Module, opt_d: torch.optim.Optimizer, real: torch.Tensor,
-                config: GANConfig, amp: bool, fake: torch.Tensor | None = None,
-                sync: GradSync | None = None) -> tuple[dict[str, torch.Tensor] | None, str | None]:
-    """One critic update on `real` (B×(C+Kc)×H×W) against `fake` (same shape; None: B fresh fakes)
-    → (terms, None) or (None, bad term).
-
-    On a non-finite loss or gradient the optimiser is not stepped: weights and Adam moments stay untouched.
-    `sync` (multi-process training) averages the gradients over ranks before that check, so every rank decides
-    the same.
-    """
-    loss, terms = critic_backward(generator, critic, opt_d, real, config, amp, fake)
-    checked = sync(critic, loss) if sync is not None else loss
-    bad = _bad_term(checked, terms, critic)
-    if bad is not None:
-        opt_d.zero_grad(set_to_none=True)
-        return None, bad
-    opt_d.step()
-    return {"critic_loss": loss.detach(), **terms}, None
-
-
-def generator_step(generator: nn.Module, critic: nn.Module, opt_g: torch.optim.Optimizer, config: GANConfig,
-                   device: torch.device, amp: bool, sync: GradSync | None = None
-                   ) -> tuple[torch.Tensor | None, str | None]:
-    """One generator update (one forward of G) → (loss, None) or (None, bad term); skipped when non-finite."""
-    loss = generator_backward(generator, critic, opt_g, config, device, amp)
-    checked = sync(generator, loss) if sync is not None else loss
-    bad = _bad_term(checked, {}, generator)
-    if bad is not None:
-        opt_g.zero_grad(set_to_none=True)
-        return None, bad
-    opt_g.step()
-    return loss.detach(), None

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark pairgen/segbench against plain references (README "Performance"); not part of the test suite.
+"""Benchmark pairgen/segbench against plain references (docs/PERFORMANCE.md); not part of the test suite.
 
     .venv/bin/python scripts/bench.py [--device cpu|cuda] [--preset tiny|small|thesis] [--json PATH] [--ablate]
 

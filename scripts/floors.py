@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """How far each measured GPU training figure lies above what its FLOPs and its eager memory traffic allow
-(README "Performance"). Reads a scripts/bench.py JSON list; counting the thesis GAN's bytes takes ~8 minutes on a
+(docs/PERFORMANCE.md). Reads a scripts/bench.py JSON list; counting the thesis GAN's bytes takes ~8 minutes on a
 CPU (the real step under bf16 autocast at batches 1 and 2). Logic: segbench.perf.floors, pairgen.perf.traffic.
 
     .venv/bin/python scripts/floors.py [--json docs/bench-gpu-h200.json] [--lease "session 3"]

@@ -25,7 +25,7 @@ from pairgen.core.files import atomic_write_bytes
 from segbench.mixing import uint8_to_model
 from segbench.presets import SegConfig
 from segbench.rundir import RunDir
-from segbench.train import autocast_for
+from segbench.step import autocast_for
 from segbench.unet import UNet, n_outputs_for
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff")

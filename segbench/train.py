@@ -7,7 +7,8 @@ iterations, so stopping is decided at those points. At the end the parameters of
 
 Optimiser: Adam, lr 1e-4, beta1 0.5, beta2 0.9 (the header of tables 4.2 / 4.4: "Adam (eta = 0.0001,
 beta1 = 0.5, beta2 = 0.9)"), taken from the config. Losses (section 2.6.3): one logit → sigmoid cross-entropy
-against foreground (mask > 0); several logits → softmax cross-entropy over every class id (0 included).
+against foreground (mask > 0); several logits → softmax cross-entropy over every class id (0 included). The step
+itself (loss, optimiser, memory format, autocast) is segbench.step's.
 
 Files in the run directory (names: segbench.rundir): log.jsonl (one JSON line per validation), training_state.pt
 (everything needed to continue exactly: model, optimiser, best parameters, early-stopping state, iteration, RNG and
@@ -20,12 +21,10 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from pairgen.core import distributed
@@ -33,9 +32,11 @@ from pairgen.core.jsonlog import trim_log
 from pairgen.core.torchio import load_state, save_state
 from pairgen.core.errors import UserError
 from pairgen.shards import ShardSet
+from segbench import graphed
 from segbench.mixing import MixedBatches, RealSource, uint8_to_model
 from segbench.presets import SegConfig
 from segbench.rundir import RunDir
+from segbench.step import autocast_for, make_optimizer, memory_format, prepare_model, segmentation_loss, train_step
 
 # a full training state of the Cityscapes net is ~250 MB: save it at a validation point at most this often
 # (and always when training ends); a crash loses at most this much training time
@@ -68,67 +69,6 @@ class EarlyStopping:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.min_iters, self.patience = int(state["min_iters"]), int(state["patience"])
         self.best_loss, self.best_iteration = float(state["best_loss"]), int(state["best_iteration"])
-
-
-def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Per-pixel cross-entropy. logits float B×C×H×W; masks int64 B×H×W class ids.
-
-    C == 1: sigmoid cross-entropy against (mask > 0); C > 1: softmax cross-entropy. Computed in float32.
-    """
-    logits = logits.float()
-    if logits.shape[1] == 1:
-        return F.binary_cross_entropy_with_logits(logits[:, 0], (masks > 0).float(), reduction=reduction)
-    return F.cross_entropy(logits, masks, reduction=reduction)
-
-
-@dataclass
-class SpeedOptions:
-    """Switches for scripts/bench.py's ablations; the defaults are what training uses (README "Performance")."""
-
-    channels_last: bool = True   # NHWC activations: oneDNN (CPU) and cuDNN (GPU) run these 3×3 convs faster
-    fused_adam: bool = True      # one Adam kernel over all parameters instead of a Python loop per tensor
-
-
-OPTIONS = SpeedOptions()
-
-
-def memory_format() -> torch.memory_format:
-    return torch.channels_last if OPTIONS.channels_last else torch.contiguous_format
-
-
-def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """Move to the device in the training memory format; on CUDA let cuDNN autotune (shapes never change)."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    return model.to(device).to(memory_format=memory_format())
-
-
-def make_optimizer(model: torch.nn.Module, config: SegConfig) -> torch.optim.Adam:
-    """Adam with the config's lr and betas (fused when OPTIONS says so; same state_dict either way)."""
-    return torch.optim.Adam(model.parameters(), lr=config.lr, betas=tuple(config.betas),
-                            fused=OPTIONS.fused_adam or None)
-
-
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, masks: torch.Tensor,
-               amp: bool, cache_enabled: bool = True) -> torch.Tensor:
-    """One optimiser step on a batch (images float32 B×C×H×W in [-1, 1], masks int64 B×H×W) → the loss (a
-    detached scalar on the device; no host sync). `model` may be a DistributedDataParallel wrapper.
-    `cache_enabled=False`: autocast without its weight-cast cache (CUDA graph capture, segbench.graphed)."""
-    images = images.contiguous(memory_format=memory_format())
-    with autocast_for(images.device, amp, cache_enabled):
-        logits = model(images)
-    loss = segmentation_loss(logits, masks)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
-
-
-def autocast_for(device: torch.device, amp: bool, cache_enabled: bool = True):
-    """bf16 autocast on CUDA when enabled; a no-op context on the CPU (fp32 there). `cache_enabled=False` inside
-    CUDA graph capture (PyTorch's CUDA-graph notes: autocast's cast cache must not outlive the capture)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda",
-                          cache_enabled=cache_enabled)
 
 
 @torch.no_grad()
@@ -171,7 +111,6 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
     `resume`: continue from run_dir/training_state.pt when present (else start fresh).
     `checkpoint_seconds`: minimum time between training-state saves (0: at every validation; tests).
     """
-    from segbench import graphed
     from segbench.augment import augment_batch, parse_spec
 
     for name in ("max_iters", "val_every", "eval_batch"):

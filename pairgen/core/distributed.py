@@ -76,7 +76,7 @@ def all_reduce_grads(module: nn.Module, loss: torch.Tensor | None = None) -> tor
 
     A rank without a gradient for a parameter contributes zeros, so every rank ends with the same .grad tensors;
     a NaN/inf on any rank reaches every rank (in the gradients and in the returned loss), so all ranks take the
-    same skip decision afterwards. Matches pairgen.wgan_gp.GradSync.
+    same skip decision afterwards. Matches pairgen.step.GradSync.
     """
     if not active():
         return loss

@@ -36,7 +36,7 @@ import torch
 from pairgen import shards
 from pairgen.encoding import encode_mask
 from pairgen.networks import build_critic, build_generator, pair_channels
-from pairgen.perf.timing import (Paired, Record, ablation, device_peak, forward_macs, make_record, paired_timing,
+from pairgen.perf.timing import (Paired, Record, device_peak, forward_macs, make_record, paired_timing,
                           plain_backend)
 from pairgen.presets import GANConfig, make_config
 from pairgen.perf.reference import ReferenceGAN, reference_export
@@ -194,11 +194,9 @@ def graph_agreement(config: GANConfig, real: Path, workdir: Path, iters: int = 1
 
 def bench_gan_train(dataset: str, preset: str, device: torch.device, window: int, rounds: int, workdir: Path,
                     ablate: bool = False) -> Iterator[Record]:
-    """Iterations/s of pairgen.train against ReferenceGAN (module docstring); with `ablate`, also each
-    wgan_gp.OPTIONS switch (and bf16 autocast on CUDA) against the same code without it. Yields each record as
-    soon as it is measured (a time limit must not cost the ones already done)."""
-    from pairgen.wgan_gp import OPTIONS
-
+    """Iterations/s of pairgen.train against ReferenceGAN (module docstring); with `ablate`, also the compiled
+    critic step (and bf16 autocast on CUDA) against the same code without it. Yields each record as soon as it
+    is measured (a time limit must not cost the ones already done)."""
     config = bench_config(dataset, preset, device)
     real = write_real_split(config, Path(workdir) / "real")
     project = gan_project(config, real, window, workdir)
@@ -210,9 +208,6 @@ def bench_gan_train(dataset: str, preset: str, device: torch.device, window: int
                       penalty_bf16_rel_error=penalty_bf16_error(config, device),
                       minutes_for_10k_iterations=10_000 * float(np.median(timings.project)) / window / 60)
     if ablate:
-        for name in ("fuse_real_fake", "one_generator_forward", "fused_adam"):
-            yield ablation("gan-train", device, preset, lambda: gan_project(config, real, window, workdir),
-                           OPTIONS, name, rounds, window, "it/s")
         # torch.func + torch.compile critic step (pairgen.compiled); compiling falls in the untimed first tick
         compiled = gan_project(dataclasses.replace(config, compile=True), real, window, workdir)
         timings = paired_timing(compiled, project, rounds, device)
@@ -229,7 +224,7 @@ def bench_gan_train(dataset: str, preset: str, device: torch.device, window: int
 def bench_gan_graph(dataset: str, preset: str, device: torch.device, window: int, rounds: int,
                     workdir: Path) -> Iterator[Record]:
     """CUDA only (nothing on a CPU, where no graph is captured): pairgen.train with the whole-iteration CUDA graph
-    (pairgen.graphed) against the same loop eager, paired, with graph_agreement's figures. Its own workload, so
+    (pairgen.step) against the same loop eager, paired, with graph_agreement's figures. Its own workload, so
     that a capture that fails (and may leave the process's CUDA context unusable) costs no other figure."""
     if device.type != "cuda":
         return
@@ -310,12 +305,22 @@ def _write_rates(config: GANConfig, n: int, workdir: Path) -> dict[str, float]:
 
 def gan_iteration_bytes(config: GANConfig, amp: bool = True) -> float:
     """Bytes one training iteration moves at config.batch_size as eager kernels run it (pairgen.perf.traffic):
-    the fakes' forward, S critic steps and the generator step with their fused Adam updates, counted on the CPU
-    with bf16 autocast when `amp` (the dtypes of the CUDA step) and extrapolated from batches 1 and 2."""
+    pairgen.step's body (the fakes' forward, S critic steps and the generator step with their fused Adam updates,
+    the draws of z and ε), counted on the CPU with bf16 autocast when `amp` (the dtypes of the CUDA step) and
+    extrapolated from batches 1 and 2."""
     from pairgen.perf.traffic import bytes_at_batch, traffic_of
-    from pairgen.wgan_gp import critic_step, generator_step, make_fakes
+    from pairgen.step import GanIteration, make_critic_backward
 
     cpu = torch.device("cpu")
+
+    class OneBatch:
+        """PairData's batch() for the iteration: always the same random real pairs (no gather counted)."""
+
+        def __init__(self, pairs: torch.Tensor) -> None:
+            self.pairs = pairs
+
+        def batch(self, index: torch.Tensor) -> torch.Tensor:
+            return self.pairs
 
     def at(batch: int) -> int:
         small = dataclasses.replace(config, batch_size=batch, device="cpu")
@@ -323,15 +328,10 @@ def gan_iteration_bytes(config: GANConfig, amp: bool = True) -> float:
         generator, critic = build_generator(small), build_critic(small)
         opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=small.lr, betas=small.betas, fused=True)
                         for m in (generator, critic))
-        real = random_pair_batch(small, batch)
-
-        def iteration() -> None:
-            fakes = make_fakes(generator, small.critic_steps * batch, small, cpu, amp).split(batch)
-            for fake in fakes:
-                critic_step(generator, critic, opt_d, real, small, amp, fake)
-            generator_step(generator, critic, opt_g, small, cpu, amp)
-
-        iteration()   # Adam's state exists from here on, as in steady-state training
-        return traffic_of(iteration)
+        step = GanIteration(generator, critic, opt_g, opt_d, OneBatch(random_pair_batch(small, batch)),
+                            small, cpu, amp, make_critic_backward(critic, opt_d, small, amp))
+        index = torch.zeros(small.critic_steps, batch, dtype=torch.long)
+        step.run(index)   # Adam's state exists from here on, as in steady-state training
+        return traffic_of(lambda: step.run(index))
 
     return bytes_at_batch(at, config.batch_size)

@@ -10,6 +10,7 @@ import dataclasses
 import time
 
 import torch
+from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -18,7 +19,8 @@ from pairgen.networks import build_critic, build_generator
 from pairgen.perf.timing import sync
 from pairgen.presets import GANConfig
 from pairgen.train import _make_optimizer
-from pairgen.wgan_gp import critic_step, generator_step, make_fakes
+from pairgen.step import critic_update, generator_update, make_critic_backward
+from pairgen.wgan_gp import interpolation_weights, make_fakes
 
 
 def _training_parts(config: GANConfig, device: torch.device) -> tuple:
@@ -32,6 +34,14 @@ def _training_parts(config: GANConfig, device: torch.device) -> tuple:
     return generator, critic, opt_g, opt_d, random_pair_batch(config, config.batch_size, device)
 
 
+def generator_phase(generator: nn.Module, critic: nn.Module, opt_g: torch.optim.Optimizer, config: GANConfig,
+                    device: torch.device, amp: bool) -> None:
+    """pairgen.step's generator step on fresh latents: G's forward, then generator_update."""
+    with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+        fake = generator(torch.randn(config.batch_size, config.z_dim, device=device))
+    generator_update(critic, generator, opt_g, fake, amp)
+
+
 def profile_gan(dataset: str, preset: str, device: torch.device, iters: int = 4, rows: int = 25,
                 compile: bool = False) -> str:
     """Where one GAN iteration's time goes: per-phase wall times (synchronised) and torch.profiler's top
@@ -40,6 +50,7 @@ def profile_gan(dataset: str, preset: str, device: torch.device, iters: int = 4,
     config = dataclasses.replace(bench_config(dataset, preset, device), compile=compile)
     amp = device.type == "cuda" and config.amp
     generator, critic, opt_g, opt_d, real = _training_parts(config, device)
+    backward = make_critic_backward(critic, opt_d, config, amp)
     phases: dict[str, float] = {"fakes (one forward)": 0.0, "critic steps": 0.0, "generator step": 0.0}
 
     def iteration(timed: bool) -> None:
@@ -55,9 +66,9 @@ def profile_gan(dataset: str, preset: str, device: torch.device, iters: int = 4,
         fakes = make_fakes(generator, config.critic_steps * config.batch_size, config, device, amp)
         start = mark("fakes (one forward)", start)
         for fake in fakes.split(config.batch_size):
-            critic_step(generator, critic, opt_d, real, config, amp, fake)
+            critic_update(critic, opt_d, backward, real, fake, interpolation_weights(real))
         start = mark("critic steps", start)
-        generator_step(generator, critic, opt_g, config, device, amp)
+        generator_phase(generator, critic, opt_g, config, device, amp)
         mark("generator step", start)
 
     for _ in range(2):                       # warm-up: cuDNN autotuning, allocator
@@ -106,8 +117,10 @@ def operator_counts(dataset: str, preset: str, critic_norm: str | None = None, b
     torch.manual_seed(0)
     generator, critic, opt_g, opt_d, real = _training_parts(config, device)
     fakes = make_fakes(generator, config.critic_steps * batch_size, config, device, False)
-    phases = {"critic step": lambda: critic_step(generator, critic, opt_d, real, config, False, fakes[:batch_size]),
-              "generator step": lambda: generator_step(generator, critic, opt_g, config, device, False),
+    backward = make_critic_backward(critic, opt_d, config, False)
+    phases = {"critic step": lambda: critic_update(critic, opt_d, backward, real, fakes[:batch_size],
+                                                   interpolation_weights(real)),
+              "generator step": lambda: generator_phase(generator, critic, opt_g, config, device, False),
               "fakes": lambda: make_fakes(generator, config.critic_steps * batch_size, config, device, False)}
     counts = {}
     for name, run in phases.items():

@@ -199,30 +199,11 @@ def make_record(workload: str, device: torch.device, preset: str, timings: Paire
                   reference_name, flops_per_unit, machine(device), notes or f"peak: {peak[1]}", dict(extra))
 
 
-@contextmanager
-def switched(options: Any, name: str, value: Any) -> Iterator[None]:
-    """Temporarily set options.<name> (a SpeedOptions switch) to `value`."""
-    previous = getattr(options, name)
-    setattr(options, name, value)
-    try:
-        yield
-    finally:
-        setattr(options, name, previous)
-
-
-def ablation(workload: str, device: torch.device, preset: str, make_project: Callable[[], Callable[[], Any]],
-             options: Any, name: str, rounds: int, units: float, unit: str) -> Record:
-    """The project with switch `name` on (default) against the same code with it off, paired like a benchmark:
-    ratio_vs_reference > 1 means the switch pays. Both sides are built (nets, optimisers) and run under their
-    own setting."""
-    default = make_project()
-    with switched(options, name, False):
-        ablated = make_project()
-
-    def run_ablated() -> Any:
-        with switched(options, name, False):
-            return ablated()
-
-    timings = paired_timing(default, run_ablated, rounds, device)
+def ablation(workload: str, device: torch.device, preset: str, make_project: Callable[[bool], Callable[[], Any]],
+             name: str, rounds: int, units: float, unit: str) -> Record:
+    """The project with speed choice `name` on (make_project(True), the default) against the same code with it
+    off (make_project(False)), paired like a benchmark: ratio_vs_reference > 1 means the choice pays. Both sides
+    are built (nets, optimisers) with their own setting."""
+    timings = paired_timing(make_project(True), make_project(False), rounds, device)
     return make_record(f"{workload} [{name}]", device, preset, timings, units, units, unit, None, (None, ""),
                        f"the same code with {name} off", notes="ablation: ratio = with / without")

@@ -1,4 +1,4 @@
-"""Bytes an eager step moves, the other half of "count before you optimise" (README "Performance": floors).
+"""Bytes an eager step moves, the other half of "count before you optimise" (docs/PERFORMANCE.md: floors).
 
 Model: every ATen call reads each tensor it is given and writes each tensor it returns, once, from and to device
 memory; view operations (reshape, permute, detach, …) move nothing. So the total is the traffic of the step run

@@ -1,4 +1,4 @@
-"""Floors of the measured GPU workloads (scripts/floors.py; README "Performance"): per unit of work, the FLOPs
+"""Floors of the measured GPU workloads (scripts/floors.py; docs/PERFORMANCE.md): per unit of work, the FLOPs
 (pairgen.perf.timing, analytic) over the card's peak and the eager bytes (pairgen.perf.traffic, counted) over its memory
 bandwidth, beside the measured time. A step can take no less than the larger of the two; how far above it a
 figure lies is what launches and kernel efficiency cost, which tells where an optimisation can pay.

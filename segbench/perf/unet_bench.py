@@ -1,6 +1,6 @@
 """U-Net-training and data-pipeline workloads of scripts/bench.py: segbench's own code against plain references.
 
-unet-train   next(MixedBatches) + segbench.train.train_step (the functions the training loop runs: in-memory
+unet-train   next(MixedBatches) + segbench.step.train_step (the functions the training loop runs: in-memory
              sources, channels-last, fused Adam, bf16 autocast on CUDA) for `steps` steps of K + M = 8 pairs.
              Reference: ReferenceUNet (the same layers, written plainly), NCHW float32, default Adam, batches
              indexed from a float32 tensor. FLOPs: 3 × 2 × forward MACs per step (forward, input and weight
@@ -104,16 +104,17 @@ def _mixed_batches(config: SegConfig, real: ShardSet, synth: ShardSet, device: t
                         config.synth_per_batch, torch.Generator().manual_seed(0))
 
 
-def unet_project(config: SegConfig, real: ShardSet, synth: ShardSet, device: torch.device,
-                 steps: int, graph: bool = False) -> Callable[[], None]:
+def unet_project(config: SegConfig, real: ShardSet, synth: ShardSet, device: torch.device, steps: int,
+                 graph: bool = False, channels_last: bool = True, fused_adam: bool = True) -> Callable[[], None]:
     """A call that runs `steps` iterations of segbench's batch pipeline + train_step on a fresh model.
-    `graph`: the step as a GraphedTrainStep, its warm-up and capture done here (outside any timed call)."""
+    `graph`: the step as a GraphedTrainStep, its warm-up and capture done here (outside any timed call).
+    channels_last, fused_adam: segbench.step's speed choices (the ablations turn them off)."""
     from segbench.graphed import GraphedTrainStep
-    from segbench.train import train_step
+    from segbench.step import train_step
 
     batches = _mixed_batches(config, real, synth, device)
-    model, optimizer = _fresh_unet(config, real, device)
-    step = GraphedTrainStep(model, optimizer, config.amp) if graph else None
+    model, optimizer = _fresh_unet(config, real, device, channels_last, fused_adam)
+    step = GraphedTrainStep(model, optimizer, config.amp, channels_last=channels_last) if graph else None
     if step is not None:
         for _ in range(step.warmup + 1):
             step(*next(batches)[:2])
@@ -122,21 +123,22 @@ def unet_project(config: SegConfig, real: ShardSet, synth: ShardSet, device: tor
         for _ in range(steps):
             images, masks, _ = next(batches)
             if step is None:
-                train_step(model, optimizer, images, masks, config.amp)
+                train_step(model, optimizer, images, masks, config.amp, channels_last=channels_last)
             else:
                 step(images, masks)
 
     return project
 
 
-def _fresh_unet(config: SegConfig, real: ShardSet, device: torch.device):
+def _fresh_unet(config: SegConfig, real: ShardSet, device: torch.device, channels_last: bool = True,
+                fused_adam: bool = True):
     """(model, optimiser) as segbench.train builds them, initialised from seed 0."""
-    from segbench.train import make_optimizer, prepare_model
+    from segbench.step import make_optimizer, prepare_model
     from segbench.unet import build_unet
 
     torch.manual_seed(0)
-    model = prepare_model(build_unet(config, real.images.shape[3], len(real.class_names)), device)
-    return model, make_optimizer(model, config)
+    model = prepare_model(build_unet(config, real.images.shape[3], len(real.class_names)), device, channels_last)
+    return model, make_optimizer(model, config, fused_adam)
 
 
 def graph_agreement(dataset: str, preset: str, device: torch.device, steps: int = 20) -> dict[str, Any]:
@@ -146,7 +148,7 @@ def graph_agreement(dataset: str, preset: str, device: torch.device, steps: int 
     flattened) max |a - b| / max |b|. graph_captured: whether a graph was replayed (False on the CPU, or after
     a failed capture)."""
     from segbench.graphed import GraphedTrainStep
-    from segbench.train import train_step
+    from segbench.step import train_step
 
     config, channels, n_classes, height, width = seg_setup(dataset, preset, device)
     real, synth = _random_sets(channels, n_classes, height, width)
@@ -206,10 +208,8 @@ def unet_reference(config: SegConfig, real: ShardSet, synth: ShardSet, device: t
 def bench_unet_train(dataset: str, preset: str, device: torch.device, steps: int, rounds: int,
                      ablate: bool = False) -> Iterator[Record]:
     """Iterations/s of segbench's training step against ReferenceUNet's plain step (module docstring); with
-    `ablate`, also each segbench.train.OPTIONS switch against the same code without it. Yields each record as
+    `ablate`, also each of segbench.step's speed choices against the same code without it. Yields each record as
     soon as it is measured."""
-    from segbench.train import OPTIONS
-
     config, channels, n_classes, height, width = seg_setup(dataset, preset, device)
     real, synth = _random_sets(channels, n_classes, height, width)
     timings = paired_timing(unet_project(config, real, synth, device, steps),
@@ -223,8 +223,8 @@ def bench_unet_train(dataset: str, preset: str, device: torch.device, steps: int
     if ablate:
         for name in ("channels_last", "fused_adam"):
             yield ablation(f"unet-train {dataset}", device, preset,
-                           lambda: unet_project(config, real, synth, device, steps), OPTIONS, name, rounds,
-                           steps, "it/s")
+                           lambda on: unet_project(config, real, synth, device, steps, **{name: on}), name,
+                           rounds, steps, "it/s")
 
 
 def bench_unet_graph(dataset: str, preset: str, device: torch.device, steps: int, rounds: int) -> Iterator[Record]:
@@ -317,7 +317,8 @@ def probe_unet_capture(dataset: str, preset: str, device: torch.device, phase: s
     'backward' (forward + loss + backward), 'adam' (the fused Adam step alone), 'step' (train_step, bf16
     autocast as configured), 'step-fp32' (train_step without autocast). Returns 'ok', or raises what the capture
     raised. One phase per process: a failed capture can leave the process's CUDA context unusable."""
-    from segbench.train import autocast_for, memory_format, segmentation_loss, train_step
+    from pairgen.core.cudagraph import capture, on_side_stream
+    from segbench.step import autocast_for, memory_format, segmentation_loss, train_step
 
     if phase not in CAPTURE_PHASES:
         raise ValueError(f"phase must be one of {CAPTURE_PHASES}, not {phase!r}")
@@ -328,19 +329,11 @@ def probe_unet_capture(dataset: str, preset: str, device: torch.device, phase: s
     images, masks, _ = next(batches)
     images = images.contiguous(memory_format=memory_format())
     amp = config.amp and phase != "step-fp32"
-    side, current = torch.cuda.Stream(device), torch.cuda.current_stream(device)
-    side.wait_stream(current)
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            train_step(model, optimizer, images, masks, amp)
-    current.wait_stream(side)
+    for _ in range(3):
+        on_side_stream(lambda: train_step(model, optimizer, images, masks, amp), device)
     torch.cuda.synchronize(device)
-    for group in optimizer.param_groups:
-        group["capturable"] = True
-    if phase != "adam":
-        optimizer.zero_grad(set_to_none=True)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+
+    def part() -> None:
         if phase == "forward":
             with torch.no_grad(), autocast_for(device, amp, cache_enabled=False):
                 model(images)
@@ -352,6 +345,8 @@ def probe_unet_capture(dataset: str, preset: str, device: torch.device, phase: s
             optimizer.step()
         else:
             train_step(model, optimizer, images, masks, amp, cache_enabled=False)
+
+    graph, _ = capture(part, [optimizer], zero_grads=phase != "adam")   # Adam alone steps the warm-up's gradients
     graph.replay()
     torch.cuda.synchronize(device)
     return "ok"
@@ -362,7 +357,7 @@ def unet_step_bytes(dataset: str, preset: str, amp: bool = True) -> float:
     eager kernels run it (pairgen.perf.traffic), counted on the CPU under bf16 autocast when `amp` (the CUDA step's
     dtypes) and extrapolated from batches 1 and 2."""
     from pairgen.perf.traffic import bytes_at_batch, traffic_of
-    from segbench.train import train_step
+    from segbench.step import train_step
     from segbench.unet import build_unet
 
     cpu = torch.device("cpu")

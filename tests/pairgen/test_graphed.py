@@ -1,8 +1,11 @@
-"""pairgen.graphed without a GPU: its body (device-side finite checks, found_inf-skipped steps, one read-back per
-iteration) run eagerly must train exactly like the eager loop, skip and log non-finite steps the same way."""
+"""pairgen.step's iteration replayed as a graph, without a GPU: a fake graph stands in for CUDA capture (the body
+runs during "capture" and its effects are undone, since a real capture executes nothing; replay reruns the body
+into the captured outputs), so the warm-up / capture / replay plumbing must train exactly like the eager
+iterations; device-side finite checks and skips, logged as the eager ones."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -12,18 +15,64 @@ import torch
 import pairgen.train as train_module
 import pairgen.wgan_gp as wgan_gp_module
 from pairgen.checkpoint import load_checkpoint
-from pairgen.graphed import GraphedIteration
 from pairgen.networks import build_critic, build_generator
 from pairgen.pairdata import PairData
+from pairgen.step import GanIteration, make_critic_backward
 from pairgen.train import TrainingDiverged, train
 from pairgen.wgan_gp import bad_term_of, finite_flags, step_unless_nonfinite
 from tests.fixtures import nan_gp_at_call, nan_loss_always, small_config, ticks
 
 
+class FakeGraph:
+    """torch.cuda.CUDAGraph on the CPU: replay() reruns the iteration's body into the captured outputs."""
+
+    def __init__(self, iteration: GanIteration) -> None:
+        self.iteration, self.replays = iteration, 0
+
+    def replay(self) -> None:
+        values, flags = self.iteration._capture_body()
+        for captured, value in zip(self.iteration.graphed.outputs, (values, flags)):
+            captured.copy_(value)
+        self.replays += 1
+
+
+@contextlib.contextmanager
+def fake_capture(iteration: GanIteration, seen: dict):
+    """torch.cuda.graph on the CPU: the body runs (CPU kernels execute at once), then weights, buffers and Adam
+    state are put back in place. Records what capture demands."""
+    nets, optimizers = (iteration.generator, iteration.critic), (iteration.opt_g, iteration.opt_d)
+    seen["capturable"] = {g["capturable"] for opt in optimizers for g in opt.param_groups}
+    seen["grads_none"] = all(p.grad is None for net in nets for p in net.parameters())
+    tensors = [t for net in nets for t in net.state_dict().values()]
+    tensors += [t for opt in optimizers for state in opt.state.values() for t in state.values()]
+    saved = [t.clone() for t in tensors]
+    yield
+    with torch.no_grad():
+        for tensor, value in zip(tensors, saved):
+            tensor.copy_(value)
+
+
+def faked(iteration: GanIteration, seen: dict) -> GanIteration:
+    graphed = iteration.graphed
+    graphed.capture = True
+    graphed.graph_factory = lambda: FakeGraph(iteration)
+    graphed.capture_context = lambda graph: fake_capture(iteration, seen)
+    return iteration
+
+
 @pytest.fixture
-def graphed_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Route pairgen.train through GraphedIteration on the CPU (capture is CUDA-only: the body runs eagerly)."""
+def graphed_on_cpu(monkeypatch: pytest.MonkeyPatch) -> list[GanIteration]:
+    """Route pairgen.train through the graph path on the CPU, with a fake graph; yields the iterations made."""
+    made: list[GanIteration] = []
+
+    def make(*args, graph: bool, **kwargs) -> GanIteration:
+        assert graph   # train asked for a graph
+        made.append(faked(GanIteration(*args, graph=graph, **kwargs), {}))
+        return made[-1]
+
     monkeypatch.setattr(train_module, "use_cuda_graph", lambda config, device, world: True)
+    monkeypatch.setattr(train_module, "GanIteration", make)
+    return made
 
 
 def _log(run: Path) -> list[dict]:
@@ -32,19 +81,14 @@ def _log(run: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("critic_norm", ["layer", "batch"])
-def test_graphed_body_trains_exactly_like_the_eager_loop(tmp_path: Path, real: Path, critic_norm: str,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    config = small_config(iters=4, tick_every=1, critic_norm=critic_norm, cuda_graph=True)
+def test_graph_replay_trains_exactly_like_eager_iterations(tmp_path: Path, real: Path, critic_norm: str,
+                                                           request: pytest.FixtureRequest) -> None:
+    config = small_config(iters=6, tick_every=1, critic_norm=critic_norm, cuda_graph=True)
     eager_final = train(config, tmp_path / "eager", real, show_progress=False)   # CPU: the flag is ignored
-    monkeypatch.setattr(train_module, "use_cuda_graph", lambda config, device, world: True)
+    made = request.getfixturevalue("graphed_on_cpu")
     graphed_final = train(config, tmp_path / "graphed", real, show_progress=False)
-    eager_log, graphed_log = _log(tmp_path / "eager"), _log(tmp_path / "graphed")
-    assert len(graphed_log) == 4
-    for a, b in zip(eager_log, graphed_log):   # float32 terms: the graphed path reads them back as floats
-        assert a.keys() == b.keys()
-        for key in a:
-            expected = pytest.approx(b[key], rel=1e-6, abs=1e-7) if isinstance(b[key], float) else b[key]
-            assert a[key] == expected, key
+    assert len(made) == 1 and made[0].graphed.graph.replays == 3   # 3 warm-ups, capture + replay, 2 replays
+    assert _log(tmp_path / "graphed") == _log(tmp_path / "eager")
     eager, graphed = load_checkpoint(eager_final), load_checkpoint(graphed_final)
     for part in ("generator", "critic"):
         for name, value in eager[part].items():
@@ -54,8 +98,39 @@ def test_graphed_body_trains_exactly_like_the_eager_loop(tmp_path: Path, real: P
             for key, value in state.items():
                 assert torch.equal(value, graphed[part]["state"][index][key]), f"{part}[{index}].{key}"
         assert graphed[part]["param_groups"] == eager[part]["param_groups"]
-    # z and ε are drawn outside the graph in the eager loop's order: the same RNG state afterwards (exact resume)
+    # z and ε are drawn outside the graph: the same RNG state afterwards (exact resume)
     assert torch.equal(graphed["rng"]["torch"], eager["rng"]["torch"])
+
+
+def test_capture_demands_and_failure_fall_back_to_eager(tmp_path: Path, real: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    config = small_config(critic_steps=2)
+    torch.manual_seed(0)
+    generator, critic = build_generator(config), build_critic(config)
+    opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=1e-3, fused=True) for m in (generator, critic))
+    data = PairData(real / "train", config, torch.device("cpu"))
+    iteration = GanIteration(generator, critic, opt_g, opt_d, data, config, torch.device("cpu"), False,
+                             make_critic_backward(critic, opt_d, config, False), graph=True, warmup=1)
+    seen: dict = {}
+    faked(iteration, seen)
+    index = torch.arange(8).reshape(2, 4) % len(data)
+    iteration.run(index)
+    iteration.run(index)                                   # captured here
+    assert seen == {"capturable": {True}, "grads_none": True}
+    assert {g["capturable"] for opt in (opt_g, opt_d) for g in opt.param_groups} == {False}
+
+    def failing(graph):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    broken = GanIteration(generator, critic, opt_g, opt_d, data, config, torch.device("cpu"), False,
+                          make_critic_backward(critic, opt_d, config, False), graph=True, warmup=1)
+    broken.graphed.graph_factory, broken.graphed.capture_context = object, failing
+    outcomes = [broken.run(index) for _ in range(3)]
+    err = capsys.readouterr().err
+    assert err.count("pairgen train: CUDA graph capture failed (RuntimeError: operation not permitted") == 1
+    assert "--no-cuda-graph" in err and broken.graphed.failed and broken.graphed.graph is None
+    assert all(o.bad is None for run in outcomes for o in run)
+    assert all(float(s["step"]) == 4 + 3 * 2 for s in opt_d.state.values())   # every iteration still trained
 
 
 def test_finite_flags_and_device_side_skip() -> None:
@@ -84,14 +159,14 @@ def test_finite_flags_and_device_side_skip() -> None:
     assert all(float(s["step"]) == 1 for s in optimizer.state.values())
 
 
-def test_graphed_iteration_reports_every_step(real: Path) -> None:
+def test_iteration_reports_every_step(real: Path) -> None:
     config = small_config(critic_steps=3)
     torch.manual_seed(0)
     generator, critic = build_generator(config), build_critic(config)
     opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=1e-3, fused=True) for m in (generator, critic))
     data = PairData(real / "train", config, torch.device("cpu"))
-    iteration = GraphedIteration(generator, critic, opt_g, opt_d, data, config, torch.device("cpu"), amp=False)
-    assert not iteration.capture
+    iteration = GanIteration(generator, critic, opt_g, opt_d, data, config, torch.device("cpu"), False,
+                             make_critic_backward(critic, opt_d, config, False))
     outcomes = iteration.run(torch.arange(12).reshape(3, 4) % len(data))
     assert [o.phase for o in outcomes] == ["critic"] * 3 + ["generator"]
     assert all(o.bad is None for o in outcomes)
@@ -104,7 +179,8 @@ def test_graphed_iteration_reports_every_step(real: Path) -> None:
 
 
 def test_injected_nan_is_skipped_and_logged_like_the_eager_loop(tmp_path: Path, real: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                request: pytest.FixtureRequest) -> None:
     def runs(name: str) -> Path:
         monkeypatch.setattr(wgan_gp_module, "critic_loss", nan_gp_at_call(3))
         final = train(small_config(iters=2, tick_every=2), tmp_path / name, real, show_progress=False)
@@ -113,7 +189,7 @@ def test_injected_nan_is_skipped_and_logged_like_the_eager_loop(tmp_path: Path, 
         return tmp_path / name
 
     eager = runs("eager")
-    monkeypatch.setattr(train_module, "use_cuda_graph", lambda config, device, world: True)
+    request.getfixturevalue("graphed_on_cpu")
     graphed = runs("graphed")
     skips = [line for line in _log(graphed) if line["event"] == "skip"]
     assert skips == [{"event": "skip", "step": 1, "phase": "critic", "term": "gp"}]
@@ -122,7 +198,7 @@ def test_injected_nan_is_skipped_and_logged_like_the_eager_loop(tmp_path: Path, 
     assert ticks(graphed)[-1]["critic_loss"] == pytest.approx(ticks(eager)[-1]["critic_loss"], rel=1e-6)
 
 
-def test_graphed_divergence_stops_training(tmp_path: Path, real: Path, graphed_on_cpu: None,
+def test_graphed_divergence_stops_training(tmp_path: Path, real: Path, graphed_on_cpu: list,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wgan_gp_module, "critic_loss", nan_loss_always)
     with pytest.raises(TrainingDiverged, match="10 consecutive non-finite critic steps"):

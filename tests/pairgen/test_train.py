@@ -18,7 +18,8 @@ from pairgen.core.errors import UserError
 from pairgen.networks import build_critic, build_generator
 from pairgen.presets import GANConfig
 from pairgen.train import TrainingDiverged, train
-from pairgen.wgan_gp import critic_step, generator_step
+from pairgen.step import critic_update, generator_update, make_critic_backward
+from pairgen.wgan_gp import bad_term_of, interpolation_weights, make_fakes
 from tests.fixtures import GAN_CLASSES as CLASSES, nan_gp_at_call, nan_loss_always, small_config, ticks
 
 
@@ -80,23 +81,29 @@ def _copies(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_non_finite_steps_leave_weights_untouched(monkeypatch: pytest.MonkeyPatch) -> None:
-    config = small_config()
+    config, cpu = small_config(), torch.device("cpu")
     torch.manual_seed(0)
     generator, critic = build_generator(config), build_critic(config)
-    opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=1e-3) for m in (generator, critic))
-    real = torch.zeros(4, 2, 16, 16)
-    assert critic_step(generator, critic, opt_d, real, config, amp=False)[1] is None   # Adam now has moments
+    opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=1e-3, fused=True) for m in (generator, critic))
+    backward = make_critic_backward(critic, opt_d, config, amp=False)
+    real, fake = torch.zeros(4, 2, 16, 16), make_fakes(generator, 4, config, cpu, amp=False)
+
+    def critic_bad() -> str | None:
+        _, flags = critic_update(critic, opt_d, backward, real, fake, interpolation_weights(real))
+        return bad_term_of(flags.tolist(), ["wasserstein", "gp"])
+
+    assert critic_bad() is None   # Adam now has moments
     before, moments = _copies(critic), {k: v.clone() for k, v in opt_d.state_dict()["state"][0].items()}
     real[1, 0, 3, 3] = float("nan")
-    terms, bad = critic_step(generator, critic, opt_d, real, config, amp=False)
-    assert terms is None and bad == "wasserstein"
+    assert critic_bad() == "wasserstein"
     assert all(torch.equal(v, before[k]) for k, v in critic.named_parameters())
     assert all(torch.equal(v, moments[k]) for k, v in opt_d.state_dict()["state"][0].items())
     monkeypatch.setattr(wgan_gp_module, "generator_loss", lambda critic, fake: critic(fake).mean() * float("inf"))
     before = _copies(generator)
-    loss, bad = generator_step(generator, critic, opt_g, config, torch.device("cpu"), amp=False)
-    assert loss is None and bad == "loss"
+    values, flags = generator_update(critic, generator, opt_g, generator(torch.randn(4, config.z_dim)), amp=False)
+    assert bad_term_of(flags.tolist(), ["", ""]) == "loss" and values[0].isinf()
     assert all(torch.equal(v, before[k]) for k, v in generator.named_parameters())
+    assert all(float(s["step"]) == 0 and not s["exp_avg"].any() for s in opt_g.state.values())   # skipped
     assert all(p.requires_grad for p in critic.parameters())
 
 

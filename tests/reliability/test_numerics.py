@@ -85,18 +85,26 @@ def test_consecutive_bad_generator_steps_stop_naming_the_last_good_checkpoint(re
 def test_non_finite_weights_are_never_saved(real: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An update that leaves a NaN in the weights (finite loss and gradients, e.g. an overflowing step): the next
     checkpoint is refused and training stops naming the last good one; nothing non-finite reaches the disk."""
-    step_generator = train_module.generator_step
-    calls = {"n": 0}
+    build, make_optimizer = train_module.build_generator, train_module._make_optimizer
+    generators: list[nn.Module] = []
 
-    def overflowing(generator, *args, **kwargs):
-        result = step_generator(generator, *args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            with torch.no_grad():
-                next(generator.parameters()).view(-1)[0] = float("inf")
-        return result
+    def poisoning_optimizer(module, *args):
+        optimizer = make_optimizer(module, *args)
+        if generators and module is generators[-1]:
+            calls = {"n": 0}
 
-    monkeypatch.setattr(train_module, "generator_step", overflowing)
+            def after_step(*_):
+                calls["n"] += 1
+                if calls["n"] == 3:   # the third generator update leaves an inf in a weight
+                    with torch.no_grad():
+                        next(module.parameters()).view(-1)[0] = float("inf")
+
+            optimizer.register_step_post_hook(after_step)
+        return optimizer
+
+    monkeypatch.setattr(train_module, "build_generator", lambda config: generators.append(build(config)) or
+                        generators[-1])
+    monkeypatch.setattr(train_module, "_make_optimizer", poisoning_optimizer)
     run = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=r"non-finite.*last good checkpoint: .*ckpt-0000002\.pt"):
         train(small_config(iters=4, checkpoint_every=1), run, real, show_progress=False)

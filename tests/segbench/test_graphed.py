@@ -13,14 +13,15 @@ import pytest
 import torch
 
 import segbench.graphed
-import segbench.train
+import segbench.step
 from pairgen.shards import load_shards
 from segbench.perf.unet_bench import graph_agreement
 from segbench.graphed import GraphedTrainStep, use_graph
 from segbench.mixing import MixedBatches, RealSource
 from segbench.presets import SegConfig, make_config
 from segbench.rundir import RunDir
-from segbench.train import make_optimizer, prepare_model, train_segmentation, train_step
+from segbench.step import make_optimizer, prepare_model, train_step
+from segbench.train import train_segmentation
 from segbench.unet import build_unet
 from tests.fixtures import make_real_split
 
@@ -118,7 +119,7 @@ def test_eager_static_buffer_path_equals_train_step() -> None:
     assert step.capture is False                              # None → capture only on CUDA
     losses = [step(images, masks) for images, masks in data]
     assert step.static_images is not None and not step.captured
-    assert step.static_images.is_contiguous(memory_format=segbench.train.memory_format())
+    assert step.static_images.is_contiguous(memory_format=segbench.step.memory_format())
     assert_same_training(losses, model, optimizer, *reference)
 
 
@@ -141,13 +142,13 @@ def test_fake_graph_trains_each_batch_exactly_once(monkeypatch: pytest.MonkeyPat
     config, data = tiny_config(), batches(7)
     reference = eager_run(config, data)
     cache_flags: list[bool] = []
-    autocast_for = segbench.train.autocast_for
+    autocast_for = segbench.step.autocast_for
 
     def recording(device, amp, cache_enabled=True):
         cache_flags.append(cache_enabled)
         return autocast_for(device, amp, cache_enabled)
 
-    monkeypatch.setattr(segbench.train, "autocast_for", recording)
+    monkeypatch.setattr(segbench.step, "autocast_for", recording)
     model, optimizer = fresh(config)
     seen: dict = {}
     step = faked(GraphedTrainStep(model, optimizer, config.amp, warmup=3), seen)
@@ -271,7 +272,7 @@ def test_static_buffers_have_the_strides_the_convolutions_saw(channels: int) -> 
     step = GraphedTrainStep(model, make_optimizer(model, config), amp=False, capture=False)
     images = torch.rand(3, channels, 16, 16) * 2 - 1
     step(images, torch.randint(0, 2, (3, 16, 16)))
-    expected = images.contiguous(memory_format=segbench.train.memory_format()).stride()
+    expected = images.contiguous(memory_format=segbench.step.memory_format()).stride()
     assert step.static_images.stride() == expected
     if channels == 1:
         assert expected != torch.empty_like(images, memory_format=torch.channels_last).stride()
