@@ -5,7 +5,8 @@ A checkpoint is a dict of tensors, dicts, lists, tuples, ints, floats, bools and
 
     format 'pairgen-gan', version 1, config (GANConfig.to_json()), generator, critic, opt_g, opt_d (state dicts),
     step (generator iterations done), rng {'torch': uint8 tensor, 'cuda': [uint8 tensors], 'numpy': {...}},
-    data_order (pairgen.train's sampler state), dataset, fold_id, class_names (list of str)
+    data_order (pairgen.train's sampler state), dataset, fold_id, class_names (list of str);
+    optional: generator_ema (the weight average's state dict, when config.ema_kimg > 0)
 
 Files are <run>/checkpoints/ckpt-<step:07d>.pt. A save writes a hidden temp file in the same directory,
 fsyncs it and renames it over the final name, so a final name is always a complete file; older checkpoints are
@@ -61,7 +62,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     (disk full, read-only directory) raises StorageError naming `path`.
     """
     path = Path(path)
-    save_state(path, state, finite_parts=("generator", "critic", "opt_g", "opt_d"))
+    save_state(path, state, finite_parts=("generator", "critic", "opt_g", "opt_d", "generator_ema"))
     keep = int(state.get("config", {}).get("keep_checkpoints", 0) or 0)
     if keep > 0:
         for _, old in _checkpoints(path.parent)[:-keep]:
@@ -101,12 +102,15 @@ def checkpoint_file(path: Path) -> Path:
     return path
 
 
-def load_generator(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, GANConfig, dict[str, Any]]:
+def load_generator(path: Path, device: str | torch.device = "cpu", average: bool = True
+                   ) -> tuple[nn.Module, GANConfig, dict[str, Any]]:
     """(generator in eval mode on `device`, its GANConfig, meta) from a checkpoint file.
 
     `path` may also be a run directory (or its checkpoints/ dir): its newest checkpoint is used. `device` may be
-    'auto' (see pairgen.core.devices.resolve_device).
-    meta: sha256 (of the checkpoint file), dataset, fold_id, class_names (list), step, path.
+    'auto' (see pairgen.core.devices.resolve_device). `average`: the weight average (generator_ema) when the
+    checkpoint has one, as sample, export and score use by default; False: the live training weights.
+    meta: sha256 (of the checkpoint file), dataset, fold_id, class_names (list), step, path, weights ('average' |
+    'live').
     """
     from pairgen.core.devices import resolve_device
     from pairgen.networks import build_generator  # lazy: keeps `import pairgen.checkpoint` light
@@ -116,10 +120,12 @@ def load_generator(path: Path, device: str | torch.device = "cpu") -> tuple[nn.M
     config = checkpoint_config(state, path)
     try:
         generator = build_generator(config)
-        generator.load_state_dict(state["generator"])
+        weights = "average" if average and "generator_ema" in state else "live"
+        generator.load_state_dict(state["generator_ema" if weights == "average" else "generator"])
     except (RuntimeError, ValueError, KeyError) as exc:
         raise UserError(f"{path}: generator weights do not fit its config ({str(exc).splitlines()[0][:160]})") from None
     generator.to(resolve_device(device)).eval()
     meta = {"sha256": sha256_file(path), "dataset": state["dataset"], "fold_id": state["fold_id"],
-            "class_names": list(state["class_names"]), "step": int(state["step"]), "path": str(path)}
+            "class_names": list(state["class_names"]), "step": int(state["step"]), "path": str(path),
+            "weights": weights}
     return generator, config, meta

@@ -73,6 +73,10 @@ def train(
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     mask_encoding: Optional[str] = typer.Option(None, "--mask-encoding", help="scalar (thesis) | onehot"),
     critic_norm: Optional[str] = typer.Option(None, "--critic-norm", help="layer (default) | batch (tables) | none"),
+    diffaug: Optional[str] = typer.Option(None, "--diffaug", help="Pair-consistent DiffAugment of every critic "
+                                          "input: comma list of color, translation, cutout ('' = off, default)."),
+    ema_kimg: Optional[float] = typer.Option(None, "--ema-kimg", help="Generator weight average, half-life in "
+                                             "thousands of images (0 = off, default); sample/export/score use it."),
     structures: Optional[str] = StructuresOpt,
     train_fraction: Optional[float] = typer.Option(None, "--train-fraction", help="Low-data: fraction of train."),
     seed: Optional[int] = typer.Option(None, "--seed"),
@@ -93,7 +97,7 @@ def train(
 
     config = make_config(dataset, preset, root=str(root) if root else None, fold=fold, iters=iters,
                          batch_size=batch_size, mask_encoding=mask_encoding, critic_norm=critic_norm,
-                         structures=_structures(structures) or None, train_fraction=train_fraction,
+                         diffaug=diffaug, ema_kimg=ema_kimg, structures=_structures(structures) or None, train_fraction=train_fraction,
                          seed=seed, device=device, compile=compile or None,
                          cuda_graph=cuda_graph)
     if dry_run:

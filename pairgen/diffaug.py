@@ -5,7 +5,9 @@ same transform is applied to real pairs, fake pairs and everything else the crit
 them apart by the augmentation, and it stays differentiable so the generator's gradient flows through it.
 
 Policy: a comma list of operations (DiffAugment's names), applied in this order, each with fresh random
-parameters per sample drawn from the caller's torch.Generator:
+parameters per sample. The randomness comes in as uniforms u ~ U[0, 1), B×n_uniforms(policy), drawn by the caller
+(`draw`): the training step draws them with z and ε from the global RNG before each iteration, so the eager and the
+CUDA-graph iteration see the same numbers and a checkpoint's RNG state resumes them exactly.
   color        brightness (+U(-0.5, 0.5)), saturation (×U(0, 2) around the per-pixel channel mean), contrast
                (×U(0.5, 1.5) around the per-sample mean) — IMAGE channels only; the mask channels are labels
   translation  integer shift by up to 1/8 of each side, zero padding — image AND mask by the same offsets
@@ -32,32 +34,47 @@ def parse_policy(policy: str) -> tuple[str, ...]:
     return ops
 
 
-def _uniform(n: int, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    """U(0, 1), shape n×1×1×1, drawn on the generator's device and moved to `like`'s device and dtype."""
-    return torch.rand(n, 1, 1, 1, generator=generator, device=generator.device).to(like.device, like.dtype)
+# uniforms each operation consumes per sample, in this order
+UNIFORMS = {"color": 3, "translation": 2, "cutout": 2}
 
 
-def _integers(low: int, high: int, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    return torch.randint(low, high, (n,), generator=generator, device=generator.device).to(device)
+def n_uniforms(ops: tuple[str, ...]) -> int:
+    """Columns of u that `augment_pairs` consumes for `ops`."""
+    return sum(UNIFORMS[op] for op in ops)
 
 
-def color(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Brightness, saturation, contrast of images B×C×H×W (DiffAugment's rand_brightness/saturation/contrast)."""
-    n = image.shape[0]
-    image = image + (_uniform(n, generator, image) - 0.5)
+def draw(n: int, ops: tuple[str, ...], generator: torch.Generator | None = None,
+         device: torch.device | str = "cpu") -> torch.Tensor:
+    """u ~ U[0, 1), float32 n×n_uniforms(ops), from `generator` (None: the global RNG of `device`)."""
+    return torch.rand(n, n_uniforms(ops), generator=generator, device=device)
+
+
+def _column(u: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """One column of u (B) as B×1×1×1 in `like`'s dtype."""
+    return u.to(like.dtype).reshape(-1, 1, 1, 1)
+
+
+def _integers(u: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    """Integers uniform in [low, high) from uniforms u in [0, 1) (int64, same shape)."""
+    return (low + torch.floor(u * (high - low))).long().clamp_(low, high - 1)
+
+
+def color(image: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Brightness, saturation, contrast of images B×C×H×W (DiffAugment's rand_brightness/saturation/contrast);
+    u: B×3 uniforms."""
+    image = image + (_column(u[:, 0], image) - 0.5)
     mean = image.mean(dim=1, keepdim=True)
-    image = (image - mean) * (_uniform(n, generator, image) * 2.0) + mean
+    image = (image - mean) * (_column(u[:, 1], image) * 2.0) + mean
     mean = image.mean(dim=(1, 2, 3), keepdim=True)
-    return (image - mean) * (_uniform(n, generator, image) + 0.5) + mean
+    return (image - mean) * (_column(u[:, 2], image) + 0.5) + mean
 
 
-def translation(pair: torch.Tensor, generator: torch.Generator, ratio: float = TRANSLATION_RATIO) -> torch.Tensor:
-    """Shift every channel of each sample by the same integer (dy, dx), |dy| <= ratio·H, |dx| <= ratio·W; the
-    pixels shifted in are 0. out[b, :, y, x] = pair[b, :, y - dy, x - dx]."""
+def translation(pair: torch.Tensor, u: torch.Tensor, ratio: float = TRANSLATION_RATIO) -> torch.Tensor:
+    """Shift every channel of each sample by the same integer (dy, dx), |dy| <= ratio·H, |dx| <= ratio·W (u: B×2
+    uniforms); the pixels shifted in are 0. out[b, :, y, x] = pair[b, :, y - dy, x - dx]."""
     n, channels, height, width = pair.shape
     sy, sx = int(height * ratio + 0.5), int(width * ratio + 0.5)
-    dy = _integers(-sy, sy + 1, n, generator, pair.device)
-    dx = _integers(-sx, sx + 1, n, generator, pair.device)
+    dy, dx = _integers(u[:, 0], -sy, sy + 1).to(pair.device), _integers(u[:, 1], -sx, sx + 1).to(pair.device)
     padded = F.pad(pair, [sx, sx, sy, sy])
     rows = (torch.arange(height, device=pair.device)[None, :] - dy[:, None] + sy)          # n×H into padded rows
     cols = (torch.arange(width, device=pair.device)[None, :] - dx[:, None] + sx)           # n×W into padded cols
@@ -65,12 +82,13 @@ def translation(pair: torch.Tensor, generator: torch.Generator, ratio: float = T
     return picked.gather(3, cols[:, None, None, :].expand(n, channels, height, width))
 
 
-def cutout(pair: torch.Tensor, generator: torch.Generator, ratio: float = CUTOUT_RATIO) -> torch.Tensor:
-    """Zero one (ratio·H)×(ratio·W) rectangle per sample, the same one in every channel (clipped at the border)."""
-    n, _, height, width = pair.shape
+def cutout(pair: torch.Tensor, u: torch.Tensor, ratio: float = CUTOUT_RATIO) -> torch.Tensor:
+    """Zero one (ratio·H)×(ratio·W) rectangle per sample (u: B×2 uniforms for its centre), the same one in every
+    channel (clipped at the border)."""
+    _, _, height, width = pair.shape
     ch, cw = int(height * ratio + 0.5), int(width * ratio + 0.5)
-    cy = _integers(0, height + (1 - ch % 2), n, generator, pair.device)
-    cx = _integers(0, width + (1 - cw % 2), n, generator, pair.device)
+    cy = _integers(u[:, 0], 0, height + (1 - ch % 2)).to(pair.device)
+    cx = _integers(u[:, 1], 0, width + (1 - cw % 2)).to(pair.device)
     rows = torch.arange(height, device=pair.device)[None, :] - (cy[:, None] - ch // 2)
     cols = torch.arange(width, device=pair.device)[None, :] - (cx[:, None] - cw // 2)
     inside = ((rows >= 0) & (rows < ch))[:, :, None] & ((cols >= 0) & (cols < cw))[:, None, :]   # n×H×W
@@ -78,15 +96,17 @@ def cutout(pair: torch.Tensor, generator: torch.Generator, ratio: float = CUTOUT
 
 
 def augment_pairs(pair: torch.Tensor, image_channels: int, policy: str | tuple[str, ...],
-                  generator: torch.Generator) -> torch.Tensor:
-    """Augment pairs B×(C+Kc)×H×W (C = image_channels) by `policy`; returns a new tensor (same shape, device,
-    dtype), differentiable w.r.t. `pair`. Randomness comes from `generator` only (on its own device)."""
+                  u: torch.Tensor) -> torch.Tensor:
+    """Augment pairs B×(C+Kc)×H×W (C = image_channels) by `policy` with uniforms u (B×n_uniforms, from `draw`);
+    returns a new tensor (same shape, device, dtype), differentiable w.r.t. `pair`."""
     ops = parse_policy(policy) if isinstance(policy, str) else policy
+    column = 0
     for op in ops:
+        part, column = u[:, column:column + UNIFORMS[op]], column + UNIFORMS[op]
         if op == "color":
-            pair = torch.cat([color(pair[:, :image_channels], generator), pair[:, image_channels:]], dim=1)
+            pair = torch.cat([color(pair[:, :image_channels], part), pair[:, image_channels:]], dim=1)
         elif op == "translation":
-            pair = translation(pair, generator)
+            pair = translation(pair, part)
         else:
-            pair = cutout(pair, generator)
+            pair = cutout(pair, part)
     return pair

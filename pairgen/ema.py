@@ -35,10 +35,11 @@ class EMA:
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
         """ema = β·ema + (1-β)·w for each parameter; buffers copied."""
-        for averaged, live in zip(self.module.parameters(), module.parameters()):
-            averaged.lerp_(live.detach(), 1.0 - self.beta)
-        for averaged, live in zip(self.module.buffers(), module.buffers()):
-            averaged.copy_(live)
+        averaged, live = list(self.module.parameters()), [p.detach() for p in module.parameters()]
+        torch._foreach_lerp_(averaged, live, 1.0 - self.beta)   # one fused launch per device, not one per tensor
+        buffers = list(self.module.buffers())
+        if buffers:
+            torch._foreach_copy_(buffers, list(module.buffers()))
 
     def state_dict(self) -> dict[str, Any]:
         """{'beta': float, 'module': the averaged module's state dict} (tensors and floats: weights_only-safe)."""

@@ -17,7 +17,9 @@ skips from them. Because nothing in the body branches on the host, a CUDA graph 
 * all critic steps' fakes come from one generator forward: G does not change during the critic steps (its batch
   norm, if any, then normalises over all S·B rows instead of each step's B).
 _critic_input is the one place where the critic's inputs are formed (real, fakes, and the generator step's G(z);
-the penalty's interpolates are mixed from the first two).
+the penalty's interpolates are mixed from the first two, so they are augmented too). With config.diffaug it applies
+pair-consistent DiffAugment (pairgen.diffaug) with uniforms drawn after z and ε: one independent draw per batch the
+critic sees (each critic step's real and fake batch, then the generator step's batch).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from pairgen import wgan_gp
+from pairgen import diffaug, wgan_gp
 from pairgen.compiled import compiled_critic_backward
 from pairgen.core.cudagraph import GraphedCall
 from pairgen.pairdata import PairData
@@ -108,6 +110,9 @@ class GanIteration:
         self.z_fakes = torch.zeros(steps * batch, config.z_dim, device=device)
         self.eps = torch.zeros(steps, batch, 1, 1, 1, device=device)
         self.z_generator = torch.zeros(batch, config.z_dim, device=device)
+        self.aug_ops = diffaug.parse_policy(config.diffaug)
+        # slot 2s: step s's real batch, 2s + 1: its fakes, 2S: the generator step's batch
+        self.aug_u = torch.zeros(2 * steps + 1, batch, diffaug.n_uniforms(self.aug_ops), device=device)
         self.buffers = [b for net in (generator, critic) for b in net.buffers()]
         self.snapshot = [b.detach().clone() for b in self.buffers]   # the iteration's starting BN statistics
         self.graphed = GraphedCall(self._body, (opt_g, opt_d), device, graph, warmup, capture_body=self._capture_body,
@@ -121,9 +126,12 @@ class GanIteration:
         values, flags = self.graphed()
         return self._outcomes(values.cpu().tolist(), flags.cpu().tolist())   # the iteration's one host sync
 
-    def _critic_input(self, pairs: torch.Tensor) -> torch.Tensor:
-        """What the critic sees of a batch of pairs (B×(C+Kc)×H×W): the pairs themselves."""
-        return pairs
+    def _critic_input(self, pairs: torch.Tensor, slot: int) -> torch.Tensor:
+        """What the critic sees of a batch of pairs (B×(C+Kc)×H×W): the pairs themselves, or with config.diffaug
+        the pairs augmented with the uniforms of `slot` (image and mask moved together)."""
+        if not self.aug_ops:
+            return pairs
+        return diffaug.augment_pairs(pairs, self.config.image_channels, self.aug_ops, self.aug_u[slot])
 
     def _body(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The iteration on self.index and the drawn buffers → (values float32 (S+1)×3, flags bool (S+1)×4), one
@@ -134,12 +142,14 @@ class GanIteration:
         fakes = make_fakes(self.generator, config.critic_steps * config.batch_size, config, self.device, amp,
                            z=self.z_fakes).split(config.batch_size)   # G is fixed during the critic steps
         rows = [critic_update(self.critic, self.opt_d, self.critic_backward,
-                              self._critic_input(self.data.batch(self.index[step])), self._critic_input(fake),
+                              self._critic_input(self.data.batch(self.index[step]), 2 * step),
+                              self._critic_input(fake, 2 * step + 1),
                               self.eps[step], self.sync)
                 for step, fake in enumerate(fakes)]
         with torch.autocast(self.device.type, torch.bfloat16, enabled=amp):
             fake = self.generator(self.z_generator)
-        rows.append(generator_update(self.critic, self.generator, self.opt_g, self._critic_input(fake), amp,
+        rows.append(generator_update(self.critic, self.generator, self.opt_g,
+                                     self._critic_input(fake, 2 * config.critic_steps), amp,
                                      self.sync))
         return torch.stack([values for values, _ in rows]), torch.stack([flags for _, flags in rows])
 
@@ -150,11 +160,13 @@ class GanIteration:
 
     def _draw(self) -> None:
         """This iteration's z and ε into the static buffers from the global RNG (the fakes' z, then each critic
-        step's ε, then the generator's z)."""
+        step's ε, then the generator's z, then the augmentation's uniforms when config.diffaug is set)."""
         self.z_fakes.copy_(torch.randn(self.z_fakes.shape, device=self.device))
         for eps in self.eps:
             eps.copy_(interpolation_weights(eps))   # eps: B×1×1×1 float32, the shape the penalty draws
         self.z_generator.copy_(torch.randn(self.z_generator.shape, device=self.device))
+        if self.aug_ops:
+            self.aug_u.copy_(torch.rand(self.aug_u.shape, device=self.device))
 
     def _outcomes(self, values: list[list[float]], flags: list[list[bool]]) -> list[StepOutcome]:
         outcomes = []

@@ -38,6 +38,7 @@ from pairgen.checkpoint import (FORMAT, VERSION, checkpoint_config, checkpoint_p
                                 newest_checkpoint, save_checkpoint)
 from pairgen.core.curves import GAN_PANELS, plot_curves
 from pairgen.core.jsonlog import append_record, trim_log
+from pairgen.ema import EMA, beta_from_half_life
 from pairgen.core.devices import resolve_device
 from pairgen.core.errors import UserError, writing
 from pairgen.networks import build_critic, build_generator
@@ -130,6 +131,9 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
         critic.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True  # fixed shapes: autotune conv algorithms once (export pins its own)
     opt_g, opt_d = _make_optimizer(generator, config, device), _make_optimizer(critic, config, device)
+    # the generator's weight average (config.ema_kimg: half-life in thousands of images), what sampling uses
+    ema = EMA(generator, beta_from_half_life(config.batch_size * world, config.ema_kimg)) if config.ema_kimg else None
+    sampled = ema.module if ema is not None else generator
     sampler = EpochSampler(len(data), config.batch_size * world, config.seed)  # the global batch's order
     rows = distributed.rank_slice(config.batch_size)
     sync = distributed.all_reduce_grads if world > 1 else None
@@ -144,6 +148,8 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
         critic.load_state_dict(state["critic"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
+        if ema is not None:
+            ema.module.load_state_dict(state["generator_ema"])
         step = int(state["step"])
         sampler.load(state["data_order"], last_good)
         _restore_rank_rng(state, rank, world, config.seed)
@@ -171,6 +177,7 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": capture_rng(),
                 "data_order": sampler.state(), "dataset": config.dataset, "fold_id": config.fold_id,
                 "class_names": list(config.class_names),
+                **({"generator_ema": ema.module.state_dict()} if ema is not None else {}),
                 **({"rng_ranks": rng_ranks, "world_size": world} if world > 1 else {})})
         except ValueError as exc:  # non-finite weights or optimiser state: never saved, the run stops here
             bar.close()
@@ -205,9 +212,10 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
 
     def log_tick(means: dict[str, float | None], now: float) -> None:
         """Rank 0: the tick line, the collapse warning and the progress bar's figures."""
-        diversity = sample_diversity(generator, diversity_z)
+        diversity = sample_diversity(sampled, diversity_z)
         collapsed = not diversity >= COLLAPSE_THRESHOLD   # a NaN diversity counts as collapsed too
-        append_record(log_path, {"event": "tick", "step": step, **means,
+        append_record(log_path, {"event": "tick", "step": step, "kimg": step * config.batch_size * world / 1000,
+                                 **means,
                                "it_per_s": (step - tick_first_step) / max(now - tick_started, 1e-9),
                                "wall_s": now - started, "skipped": skipped,
                                "diversity": diversity, "collapse_suspected": collapsed})
@@ -236,6 +244,8 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
         # S critic steps and the generator step, decided on the device and read back once
         for outcome in iteration.run(torch.stack([sampler.next()[rows] for _ in range(config.critic_steps)])):
             account(outcome)
+        if ema is not None:
+            ema.update(generator)
         step += 1
         bar.update(1)
         if step % config.tick_every == 0 or step == config.iters:
@@ -246,7 +256,7 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
             sums = {k: [] for k in sums}
             tick_started, tick_first_step, skipped = now, step, 0
         if rank == 0 and (step % config.sample_every == 0 or step == config.iters):
-            sample_sheet(generator, config, SHEET_SAMPLES, config.seed,
+            sample_sheet(sampled, config, SHEET_SAMPLES, config.seed,
                          run_dir / "samples" / f"step-{step:07d}.png", device)
             plot_curves(log_path, run_dir / "curves.png", "step", GAN_PANELS,
                         f"pairgen train: {config.dataset} {config.preset} ({config.fold_id}), step {step}")

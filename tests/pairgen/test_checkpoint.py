@@ -30,7 +30,7 @@ def test_round_trip_and_load_generator(tmp_path: Path) -> None:
     generator, config, meta = ckpt.load_generator(path)
     assert config == CONFIG and not generator.training
     assert meta == {"sha256": sha256_file(path), "dataset": "scr-lung", "fold_id": "fold1",
-                    "class_names": ["background", "left lung"], "step": 3, "path": str(path)}
+                    "class_names": ["background", "left lung"], "step": 3, "path": str(path), "weights": "live"}
     assert torch.equal(generator.state_dict()["project.weight"], state["generator"]["project.weight"])
     assert ckpt.load_generator(tmp_path)[2]["step"] == 3          # a run dir resolves to its newest checkpoint
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from pairgen.core.errors import UserError
-from pairgen.diffaug import augment_pairs, cutout, parse_policy, translation
+from pairgen.diffaug import augment_pairs, cutout, draw, parse_policy, translation
 from pairgen.ema import EMA, beta_from_half_life
 from pairgen.presets import make_config
 
@@ -21,9 +21,22 @@ def square_pairs(n: int = 16, size: int = 16, image_channels: int = 3) -> torch.
     return pair
 
 
+def uniforms(n: int, k: int, seed: int) -> torch.Tensor:
+    return torch.rand(n, k, generator=torch.Generator().manual_seed(seed))
+
+
+def test_uniforms_map_to_every_integer_offset() -> None:
+    """u in [0, 1) covers each shift in [-1, 1] of an 8-px side (ratio 1/8) in equal thirds, never beyond."""
+    pair = torch.arange(64, dtype=torch.float32).reshape(1, 1, 8, 8).expand(3, 1, 8, 8)
+    u = torch.tensor([[0.0, 0.5], [0.34, 0.5], [0.9999, 0.5]])   # dy = -1, 0, +1; dx = 0
+    out = translation(pair, u)
+    assert torch.equal(out[0, 0, :7], pair[0, 0, 1:]) and torch.equal(out[1], pair[1])
+    assert torch.equal(out[2, 0, 1:], pair[2, 0, :7]) and (out[2, 0, 0] == 0).all()
+
+
 def test_translation_moves_mask_with_image() -> None:
     pair = square_pairs()
-    out = translation(pair, torch.Generator().manual_seed(0))
+    out = translation(pair, uniforms(len(pair), 2, 0))
     image, mask = out[:, :3], out[:, 3:]
     assert not torch.equal(out, pair)                                # something moved
     assert torch.equal(image[:, :1], mask) and torch.equal(image[:, 1:2], mask)
@@ -33,7 +46,7 @@ def test_translation_moves_mask_with_image() -> None:
 
 def test_translation_is_an_exact_shift() -> None:
     pair = torch.arange(2 * 2 * 8 * 8, dtype=torch.float32).reshape(2, 2, 8, 8)
-    out = translation(pair, torch.Generator().manual_seed(3))
+    out = translation(pair, uniforms(2, 2, 3))
     for b in range(2):
         found = [(dy, dx) for dy in range(-1, 2) for dx in range(-1, 2)
                  if torch.equal(out[b, :, max(dy, 0):8 + min(dy, 0), max(dx, 0):8 + min(dx, 0)],
@@ -43,7 +56,7 @@ def test_translation_is_an_exact_shift() -> None:
 
 def test_full_policy_keeps_every_mask_on_its_image() -> None:
     pair = square_pairs()
-    out = augment_pairs(pair, 3, "color,translation,cutout", torch.Generator().manual_seed(1))
+    out = augment_pairs(pair, 3, "color,translation,cutout", draw(len(pair), ("color", "translation", "cutout"), torch.Generator().manual_seed(1)))
     image, mask = out[:, 0], out[:, 3]
     assert set(mask.unique().tolist()) <= {-1.0, 0.0, 1.0}          # colour never touches the mask
     for b in range(len(out)):
@@ -56,7 +69,7 @@ def test_full_policy_keeps_every_mask_on_its_image() -> None:
 
 def test_color_changes_image_channels_only_and_is_differentiable() -> None:
     pair = square_pairs(4).requires_grad_(True)
-    out = augment_pairs(pair, 3, "color", torch.Generator().manual_seed(2))
+    out = augment_pairs(pair, 3, "color", draw(4, ("color",), torch.Generator().manual_seed(2)))
     assert torch.equal(out[:, 3:], pair[:, 3:]) and not torch.equal(out[:, :3], pair[:, :3])
     out.sum().backward()
     assert pair.grad is not None and pair.grad[:, :3].abs().sum() > 0
@@ -64,7 +77,7 @@ def test_color_changes_image_channels_only_and_is_differentiable() -> None:
 
 def test_cutout_zeroes_one_square_in_every_channel() -> None:
     pair = torch.ones(8, 4, 16, 16)
-    out = cutout(pair, torch.Generator().manual_seed(0))
+    out = cutout(pair, uniforms(8, 2, 0))
     zeros = out == 0
     assert torch.equal(zeros[:, :1].expand_as(zeros), zeros)
     assert (zeros[:, 0].sum(dim=(1, 2)) <= 64).all() and zeros.any()

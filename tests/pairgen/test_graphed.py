@@ -80,17 +80,20 @@ def _log(run: Path) -> list[dict]:
             for line in (run / "log.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("critic_norm", ["layer", "batch"])
+@pytest.mark.parametrize("critic_norm,diffaug,ema_kimg", [("layer", "", 0.0), ("batch", "", 0.0),
+                                                       ("layer", "color,translation,cutout", 0.01)])
 def test_graph_replay_trains_exactly_like_eager_iterations(tmp_path: Path, real: Path, critic_norm: str,
+                                                           diffaug: str, ema_kimg: float,
                                                            request: pytest.FixtureRequest) -> None:
-    config = small_config(iters=6, tick_every=1, critic_norm=critic_norm, cuda_graph=True)
+    config = small_config(iters=6, tick_every=1, critic_norm=critic_norm, cuda_graph=True, diffaug=diffaug,
+                          ema_kimg=ema_kimg)
     eager_final = train(config, tmp_path / "eager", real, show_progress=False)   # CPU: the flag is ignored
     made = request.getfixturevalue("graphed_on_cpu")
     graphed_final = train(config, tmp_path / "graphed", real, show_progress=False)
     assert len(made) == 1 and made[0].graphed.graph.replays == 3   # 3 warm-ups, capture + replay, 2 replays
     assert _log(tmp_path / "graphed") == _log(tmp_path / "eager")
     eager, graphed = load_checkpoint(eager_final), load_checkpoint(graphed_final)
-    for part in ("generator", "critic"):
+    for part in ("generator", "critic") + (("generator_ema",) if ema_kimg else ()):
         for name, value in eager[part].items():
             assert torch.equal(value, graphed[part][name]), f"{part}.{name}"
     for part in ("opt_g", "opt_d"):   # same moments and step counts; the capture flag is not left behind

@@ -48,8 +48,9 @@ def test_train_writes_config_log_sheets_and_checkpoints(tmp_path: Path, real: Pa
         train(config, run, real, show_progress=False)
 
 
-def test_resume_is_exact(tmp_path: Path, real: Path) -> None:
-    config = small_config(tick_every=1, sample_every=100, checkpoint_every=100, critic_norm="batch")
+@pytest.mark.parametrize("small_data", [{}, {"diffaug": "color,translation,cutout", "ema_kimg": 0.02}])
+def test_resume_is_exact(tmp_path: Path, real: Path, small_data: dict) -> None:
+    config = small_config(tick_every=1, sample_every=100, checkpoint_every=100, critic_norm="batch", **small_data)
     train(config, tmp_path / "straight", real, show_progress=False)
     train(dataclasses.replace(config, iters=3), tmp_path / "split", real, show_progress=False)
     final = train(config, tmp_path / "split", real, resume=True, show_progress=False)
@@ -60,7 +61,7 @@ def test_resume_is_exact(tmp_path: Path, real: Path) -> None:
     assert losses(tmp_path / "split") == losses(tmp_path / "straight")
     straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "ckpt-0000006.pt")
     resumed = load_checkpoint(final)
-    for part in ("generator", "critic"):
+    for part in ("generator", "critic") + (("generator_ema",) if small_data else ()):
         for name, value in straight[part].items():
             assert torch.equal(value, resumed[part][name]), f"{part}.{name}"
     assert straight["data_order"] == resumed["data_order"]
@@ -171,3 +172,24 @@ def test_resume_drops_log_records_after_the_checkpoint(tmp_path: Path, real: Pat
         handle.write('{"event": "tick", "st')            # and mid-write
     train(dataclasses.replace(config, iters=5), run, real, resume=True, show_progress=False)
     assert [t["step"] for t in ticks(run)] == [1, 2, 3, 4, 5]
+
+
+def test_weight_average_and_diffaug_are_wired(tmp_path: Path, real: Path) -> None:
+    """ema_kimg: the average is checkpointed, differs from the live weights and is what load_generator gives by
+    default; diffaug changes what the critic sees (other losses than the plain run); ticks report kimg."""
+    plain = train(small_config(iters=3, tick_every=1), tmp_path / "plain", real, show_progress=False)
+    config = small_config(iters=3, tick_every=1, ema_kimg=0.01, diffaug="translation,cutout")
+    final = train(config, tmp_path / "small-data", real, show_progress=False)
+    state = load_checkpoint(final)
+    assert "generator_ema" not in load_checkpoint(plain)
+    assert any(not torch.equal(state["generator_ema"][k], v) for k, v in state["generator"].items()
+               if v.is_floating_point())
+    averaged, _, meta = load_generator(final)
+    live, _, live_meta = load_generator(final, average=False)
+    assert meta["weights"] == "average" and live_meta["weights"] == "live"
+    for name, value in averaged.state_dict().items():
+        assert torch.equal(value, state["generator_ema"][name])
+        assert torch.equal(live.state_dict()[name], state["generator"][name])
+    augmented, unaugmented = ticks(tmp_path / "small-data"), ticks(tmp_path / "plain")
+    assert [t["kimg"] for t in augmented] == [0.004, 0.008, 0.012]          # batch 4: 4 images per iteration
+    assert augmented[0]["critic_loss"] != unaugmented[0]["critic_loss"]
