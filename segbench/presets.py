@@ -30,6 +30,7 @@ class SegConfig:
     real_per_batch: int = 4              # K real pairs in every minibatch
     synth_per_batch: int = 4             # M synthetic pairs in every minibatch
     aug: str = "none"                    # augmentation spec (segbench.augment.parse_spec)
+    allow_unsafe_aug: bool = False       # use an op the dataset declares unsafe (segbench.augment.refuse_unsafe)
     real_shards: str | None = None       # parent dir holding train/val/test real shard dirs
     synth_shards: str | None = None      # synthetic shard dir (synth_source='shards')
     synth_source: str = "shards"         # 'shards' | 'generator' (fresh samples from a checkpoint each batch)

@@ -238,7 +238,7 @@ def run(config: SegConfig, workspace: Path, out: Path | None = None, resume: boo
     resume: continue the run in `out` (its own config.json wins over `config`, except how it executes: the device
     and cuda_graph); a complete run is returned as is; an `out` without config.json starts fresh.
     """
-    from segbench.augment import parse_spec
+    from segbench.augment import parse_spec, refuse_unsafe
     from segbench.evaluate import write_per_image_csv, write_summary
     from segbench.mixing import MixedBatches, RealSource
     from pairgen.core.curves import plot_curves
@@ -267,6 +267,7 @@ def run(config: SegConfig, workspace: Path, out: Path | None = None, resume: boo
 
     spec = parse_spec(config.aug)
     plan = plan_data(config, ws)
+    refuse_unsafe(spec, plan.dataset, config.allow_unsafe_aug)   # before any data is loaded
     config = dataclasses.replace(
         config, dataset=plan.dataset, fold_id=plan.fold_id, real_shards=str(plan.real_parent.resolve()),
         synth_shards=str(plan.synth_dir.resolve()) if plan.synth_dir else config.synth_shards,
