@@ -53,6 +53,7 @@ class GANConfig:
     tick_every: int = 10                 # log a line every this many iterations
     sample_every: int = 100              # sample sheet every this many iterations (and at the end)
     checkpoint_every: int = 100          # checkpoint every this many iterations (and at the end)
+    checkpoint_seconds: float = 60.0     # ... and at the first tick this long after the last one (an early first one)
     keep_checkpoints: int = 2
     seed: int = 0
     device: str = "auto"                 # 'auto' | 'cpu' | 'cuda' | 'cuda:N'

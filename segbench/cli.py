@@ -53,16 +53,20 @@ def run(
     """Train and evaluate one U-Net on K real + M synthetic pairs per minibatch."""
     from pairgen.core import distributed
     from pairgen.core.workspace import workspace_root
+    from segbench.presets import SegConfig
     from segbench.report import print_run_summary
     from segbench.run import resolve_config, run as run_experiment
 
     ws = workspace_root(workspace)
-    config = resolve_config(ws, preset=preset, dataset=dataset, fold=fold, real_per_batch=real,
-                            synth_per_batch=synth, aug=aug, allow_unsafe_aug=allow_unsafe_aug or None,
-                            real_shards=real_shards, synth_shards=synth_shards,
-                            synth_source=synth_source, checkpoint=checkpoint, max_iters=max_iters,
-                            min_iters=min_iters, patience=patience, seed=seed, device=device,
-                            cuda_graph=cuda_graph)
+    if resume and out is not None and (out / "config.json").is_file():   # run() continues with the run's own config
+        config = SegConfig(device=device, cuda_graph=cuda_graph)
+    else:
+        config = resolve_config(ws, preset=preset, dataset=dataset, fold=fold, real_per_batch=real,
+                                synth_per_batch=synth, aug=aug, allow_unsafe_aug=allow_unsafe_aug or None,
+                                real_shards=real_shards, synth_shards=synth_shards,
+                                synth_source=synth_source, checkpoint=checkpoint, max_iters=max_iters,
+                                min_iters=min_iters, patience=patience, seed=seed, device=device,
+                                cuda_graph=cuda_graph)
     run_dir = run_experiment(config, ws, out, resume)   # joins torchrun's process group, if any
     if distributed.is_rank0():
         print_run_summary(run_dir, console=console)

@@ -30,6 +30,7 @@ import torch
 from pairgen.core import distributed
 from pairgen.core.devices import resolve_device
 from pairgen.core.errors import UserError
+from pairgen.core.interrupt import Interrupted, StopRequest
 from pairgen.shards import ShardSet, load_shards
 from segbench.predict import evaluate_test
 from segbench.presets import SegConfig, make_config
@@ -196,6 +197,13 @@ def resolve_config(ws: Path, preset: str = "auto", dataset: str | None = None, f
                        **flags)
 
 
+def _workspace_flag(ws: Path) -> str:
+    """' --workspace WS' when WS is not the default workspace (for a command printed to the user)."""
+    from pairgen.core.workspace import workspace_root
+
+    return "" if workspace_root(None).resolve() == Path(ws).resolve() else f" --workspace {ws}"
+
+
 def _load_real(plan: DataPlan) -> dict[str, ShardSet]:
     splits = {split: load_shards(plan.real_parent / split) for split in ("train", "val", "test")}
     reference = splits["train"]
@@ -290,8 +298,13 @@ def run(config: SegConfig, workspace: Path, out: Path | None = None, resume: boo
                            config.real_per_batch * world, config.synth_per_batch * world,
                            torch.Generator().manual_seed(config.seed))
     model = build_unet(config, train.images.shape[3], len(train.class_names))
-    result = train_segmentation(config, model, batches, real["val"], run_dir, resume=resuming,
-                                show_progress=show_progress)
+    with StopRequest() as stop:   # the first Ctrl-C saves the training state and names the resume command
+        try:
+            result = train_segmentation(config, model, batches, real["val"], run_dir, resume=resuming,
+                                        show_progress=show_progress, stop=stop)
+        except Interrupted as exc:
+            raise Interrupted(f"{exc}; resume with: segbench run --resume --out {run_dir}{_workspace_flag(ws)}") \
+                from None
     if rank != 0:
         return run_dir
     plot_curves(run_dir / LOG_NAME, run_dir / "curves.png", "iteration", ((("train_loss", "val_loss"), "loss"),),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from pairgen.core import distributed
 from pairgen.core.jsonlog import trim_log
 from pairgen.core.torchio import load_state, save_state
 from pairgen.core.errors import UserError
+from pairgen.core.interrupt import Interrupted, StopRequest
 from pairgen.shards import ShardSet
 from segbench.mixing import MixedBatches, RealSource, uint8_to_model
 from segbench.presets import SegConfig
@@ -165,12 +167,15 @@ def _rank_rows(config: SegConfig, batches: MixedBatches, world: int) -> torch.Te
 
 def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: MixedBatches, val_set: ShardSet,
                        run_dir: Path, resume: bool = False, show_progress: bool = True,
-                       checkpoint_seconds: float = CHECKPOINT_SECONDS) -> dict[str, Any]:
+                       checkpoint_seconds: float = CHECKPOINT_SECONDS,
+                       stop: StopRequest | None = None) -> dict[str, Any]:
     """Train `model` on `batches` with early stopping on `val_set`'s loss; leaves the best parameters in `model`.
 
     Returns {'iterations', 'best_iteration', 'best_val_loss', 'wall_s', 'stopped_early'}.
     `resume`: continue from run_dir/training_state.pt when present (else start fresh).
     `checkpoint_seconds`: minimum time between training-state saves (0: at every validation; tests).
+    `stop` (pairgen.core.interrupt): once requested, the current step finishes, the training state is saved and
+    Interrupted is raised.
     """
     from segbench import graphed
     from segbench.augment import augment_batch, parse_spec
@@ -196,7 +201,7 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
     val = RealSource(val_set, device)
     state_path, log_path = run_dir / STATE_NAME, run_dir / LOG_NAME
 
-    iteration, elapsed, finished, best_state = 0, 0.0, False, None
+    iteration, elapsed, finished, best_state, running = 0, 0.0, False, None, (0.0, 0)
     if resume and state_path.is_file():
         try:
             state = load_state(state_path, "training state")
@@ -210,8 +215,11 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
         torch.set_rng_state(state["torch_rng"])
         best_state = {k: v.to(device) for k, v in state["best_model"].items()} if state["best_model"] else None
         iteration, elapsed, finished = int(state["iteration"]), float(state["wall_s"]), bool(state["finished"])
+        running = state.get("running", (0.0, 0))   # the train loss since the last validation (an interrupt)
         if rank == 0:
             trim_log(log_path, "iteration", iteration)
+            if show_progress:
+                print(f"segbench run: resuming {run_dir} at iteration {iteration}", file=sys.stderr)
     elif rank == 0:
         log_path.write_text("")
 
@@ -221,10 +229,11 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
             "best_model": best_state or {}, "early_stopping": stopper.state_dict(),
             "batches": batches.state_dict(), "aug_generator": aug_generator.get_state(),
             "torch_rng": torch.get_rng_state(), "iteration": iteration,
+            "running": (float(running_loss.item()), running_steps),
             "wall_s": elapsed + time.monotonic() - started, "finished": done})
 
     started = last_save = time.monotonic()
-    running_loss, running_steps = torch.zeros((), device=device), 0
+    running_loss, running_steps = torch.tensor(float(running[0]), device=device), int(running[1])
     model.train()
     rows = _rank_rows(config, batches, world)
     # SegConfig.cuda_graph: the same step replayed as one CUDA graph (built after any resume: the graph must
@@ -239,6 +248,11 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
               dynamic_ncols=True, disable=not show_progress or rank != 0) as bar, \
             (open(log_path, "a") if rank == 0 else contextlib.nullcontext()) as log:
         while not finished and iteration < config.max_iters:
+            if stop is not None and stop.requested_by_any(world):   # the previous step (and validation) is done
+                if rank == 0:
+                    snapshot(False)
+                raise Interrupted(f"{stop.signal_name or 'stop requested'} at iteration {iteration}: training "
+                                  f"state {state_path} written")
             images, masks, _ = next(batches)
             if not spec.is_identity:
                 images, masks = augment_batch(images, masks, spec, aug_generator)

@@ -8,12 +8,16 @@ import typer
 from rich.console import Console
 
 from pairgen.core.errors import UserError
+from pairgen.core.interrupt import Interrupted
 
 
 def run_app(typer_app: typer.Typer, err_console: Console) -> None:
     """Run a typer app; user errors become one line and exit code 2 (storage errors: one line, exit code 1)."""
     try:
         typer_app()
+    except Interrupted as exc:   # the state was saved: say where and how to resume
+        err_console.print(f"[yellow]interrupted:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
     except UserError as exc:
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

@@ -204,3 +204,35 @@ def test_resume_drops_log_records_after_the_checkpoint(tmp_path: Path, real: Pat
         handle.write('{"event": "tick", "st')            # and mid-write
     train(dataclasses.replace(config, iters=5), run, real, resume=True, show_progress=False)
     assert [t["step"] for t in ticks(run)] == [1, 2, 3, 4, 5]
+
+
+def test_time_based_checkpoints_come_at_ticks(tmp_path: Path, real: Path) -> None:
+    """checkpoint_seconds=0: a checkpoint at every tick, besides the step-based ones (an early first checkpoint)."""
+    train(small_config(iters=6, tick_every=2, checkpoint_every=100, checkpoint_seconds=0.0, keep_checkpoints=5),
+          tmp_path / "run", real, show_progress=False)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "ckpt-0000002.pt", "ckpt-0000004.pt", "ckpt-0000006.pt"]
+
+
+def test_a_stop_request_checkpoints_after_the_current_step(tmp_path: Path, real: Path) -> None:
+    import signal
+
+    from pairgen.core.interrupt import Interrupted, StopRequest
+    from pairgen.pairdata import EpochSampler
+
+    calls, original_next = [], EpochSampler.next
+
+    def stop_in_the_third_iteration(self):
+        calls.append(1)
+        if len(calls) == 3 * small_config().critic_steps:   # the third iteration's last critic batch
+            signal.raise_signal(signal.SIGINT)
+        return original_next(self)
+
+    with StopRequest() as stop, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(EpochSampler, "next", stop_in_the_third_iteration)
+        with pytest.raises(Interrupted, match="SIGINT at step 3: checkpoint .*ckpt-0000003.pt written"):
+            train(small_config(iters=6, checkpoint_every=100), tmp_path / "run", real, show_progress=False,
+                  stop=stop)
+        with pytest.raises(KeyboardInterrupt):   # a second signal aborts at once
+            signal.raise_signal(signal.SIGINT)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["ckpt-0000003.pt"]
