@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from pairgen.core import distributed
 from pairgen.core.devices import resolve_device
@@ -205,7 +206,9 @@ def _workspace_flag(ws: Path) -> str:
 
 
 def _load_real(plan: DataPlan) -> dict[str, ShardSet]:
-    splits = {split: load_shards(plan.real_parent / split) for split in ("train", "val", "test")}
+    splits = {split: load_shards(plan.real_parent / split)   # disable=None: a bar on a terminal only
+              for split in tqdm(SPLITS, desc=f"load {plan.dataset} real shards", unit="split", disable=None,
+                                leave=False)}
     reference = splits["train"]
     for split, shardset in splits.items():
         if shardset.attrs.get("kind") != "real":

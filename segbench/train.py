@@ -42,7 +42,7 @@ STATE_NAME = "training_state.pt"
 LOG_NAME = "log.jsonl"
 # a full training state of the Cityscapes net is ~250 MB: save it at a validation point at most this often
 # (and always when training ends); a crash loses at most this much training time
-CHECKPOINT_SECONDS = 120.0
+CHECKPOINT_SECONDS = 60.0
 
 
 class EarlyStopping:
