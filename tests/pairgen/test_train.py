@@ -186,11 +186,13 @@ def test_pair_sheet_layout(tmp_path: Path, raw_channels) -> None:
     masks = rng.integers(0, 3, (5, 12, 20), dtype=np.uint8)
     raw = None if raw_channels is None else rng.uniform(-1, 1, (5, 12, 20, raw_channels)).astype(np.float16)
     path = pair_sheet(images, raw, masks, ["void", "road", "car"], tmp_path / "sheet.png", columns=2)
+    factor = 11   # nearest upscaling: the short side 12 px → 132 >= 128 px
     with Image.open(path) as sheet:
-        assert sheet.mode == "RGB" and sheet.width == 2 * (3 * 20 + 4) + 6
-        assert sheet.height > 3 * 12 + 2 * 6
+        assert sheet.mode == "RGB" and sheet.width == 2 * (3 * 20 * factor + 2 * 4) + 12
+        assert sheet.height > 3 * 12 * factor + 2 * 12
         pixels = np.asarray(sheet)
-    np.testing.assert_array_equal(pixels[:12, :20], images[0])          # first panel is the image itself
+    upscaled = np.repeat(np.repeat(images[0], factor, axis=0), factor, axis=1)
+    np.testing.assert_array_equal(pixels[:12 * factor, :20 * factor], upscaled)   # first panel: the image itself
     assert [p.name for p in tmp_path.iterdir()] == ["sheet.png"]        # no temp file left behind
 
 
