@@ -112,7 +112,7 @@ def resolve_preset(preset: str) -> str:
 def preset_values(dataset: str, preset: str) -> dict[str, Any]:
     """Architecture and schedule of a preset for a dataset (before CLI overrides)."""
     if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}, auto")
     wide = dataset in WIDE_DATASETS
     if preset == "thesis":
         if wide:  # table 4.3: FC → 4×8×1024, five stages to 128×256×(3+1); critic 32…512

@@ -82,7 +82,7 @@ class SegConfig:
 
 def preset_values(dataset: str, preset: str) -> dict[str, Any]:
     if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}, auto")
     wide = dataset in WIDE_DATASETS
     if preset == "thesis":
         return dict(depth=4 if wide else 3, filters=256 if wide else 64, min_iters=3000, patience=3000,

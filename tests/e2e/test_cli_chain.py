@@ -53,3 +53,7 @@ def test_user_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     proc = _cli("pairgen", "verify", str(tmp_path), ws=tmp_path, expect=2)
     assert "manifest" in proc.stderr
+    proc = _cli("segbench", "run", "--bogus", ws=tmp_path, expect=2)   # usage errors start alike too
+    assert proc.stderr.startswith("error: No such option: --bogus") and "--help" in proc.stderr
+    proc = _cli("pairgen", "train", "--preset", "Tiny", ws=tmp_path, expect=2)
+    assert proc.stderr.strip() == "error: unknown preset 'Tiny'; choose one of tiny, small, thesis, auto"
