@@ -180,8 +180,7 @@ def write_figures(rows: list[dict[str, Any]], configs: list, out: Path) -> dict[
             names = [m for m in ("dice", "iou") if m in members[0].metric_names]
             series = [(c.label, [metric_stats(c, m, n_boot=0)["mean"] for m in names]) for c in shown]
             foreground = (members[0].runs[0].summary.get("class_names") or ["", "foreground"])[-1]
-            files[name] = per_category_chart(out / name, [m.capitalize() if m == "dice" else m.upper()
-                                                          for m in names], series,
+            files[name] = per_category_chart(out / name, [{"dice": "Dice", "iou": "IoU"}[m] for m in names], series,
                                              f"{dataset}: {foreground}, {which} configurations",
                                              ylabel="mean over test images")
         name = f"qualitative{suffix}.png"
