@@ -83,7 +83,8 @@ def get_adapter(name: str, root: Path | None = None, **options) -> DatasetAdapte
 
 def unsafe_augmentations_of(name: str) -> dict[str, str]:
     """The augmentations dataset `name` declares unsafe (op name -> reason); {} for an unknown name."""
-    import pairgen.datasets  # noqa: F401  (registers every adapter)
+    import importlib
 
+    importlib.import_module("pairgen.datasets")   # registers every adapter
     cls = REGISTRY.get(name)
     return dict(cls.unsafe_augmentations) if cls is not None else {}
