@@ -25,6 +25,8 @@ def run_app(typer_app: typer.Typer, err_console: Console) -> None:
     """
     try:
         code = typer_app(standalone_mode=False)   # returns the exit code of --help, typer.Exit, Ctrl-C (130)
+        if code == 130:   # typer turned a KeyboardInterrupt (a second Ctrl-C, or one outside training) into it
+            err_console.print("[yellow]interrupted[/]")
         sys.exit(code if isinstance(code, int) else 0)
     except ClickException as exc:
         if exc.__class__.__name__ == "NoArgsIsHelpError":   # no arguments: the help text, as before
@@ -45,6 +47,3 @@ def run_app(typer_app: typer.Typer, err_console: Console) -> None:
         where = f"{exc.filename}: " if exc.filename else ""
         err_console.print(f"[red]error:[/] {where}{exc.strerror or exc}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]")
-        sys.exit(130)
