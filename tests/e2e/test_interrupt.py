@@ -58,7 +58,7 @@ def _logged(path: Path) -> bool:
 
 
 def test_ctrl_c_during_pairgen_train_keeps_work(tmp_path: Path) -> None:
-    args = ["train", "--dataset", "shapes", "--preset", "tiny", "--iters", "80"]
+    args = ["train", "--dataset", "shapes", "--preset", "tiny", "--iters", "60"]
     ws = tmp_path / "ws"
     run = ws / "shapes" / "fold1" / "gan" / "00000-tiny"
     stopped = _interrupt_when(_command("pairgen", args), ws, lambda: _logged(run / "log.jsonl"))
@@ -66,7 +66,7 @@ def test_ctrl_c_during_pairgen_train_keeps_work(tmp_path: Path) -> None:
     assert "Traceback" not in stopped.stderr
     checkpoints = sorted((run / "checkpoints").glob("ckpt-*.pt"))
     step = int(checkpoints[-1].stem.split("-")[1])
-    assert 10 <= step < 80   # written on the interrupt, not at the end
+    assert 10 <= step < 60   # written on the interrupt, not at the end
     assert f"SIGINT at step {step}" in stopped.stderr
 
     command = _resume_command(stopped.stderr)
@@ -76,8 +76,8 @@ def test_ctrl_c_during_pairgen_train_keeps_work(tmp_path: Path) -> None:
 
     straight = tmp_path / "straight"
     _run(_command("pairgen", args), straight)
-    a = load_checkpoint(run / "checkpoints" / "ckpt-0000080.pt")
-    b = load_checkpoint(straight / "shapes" / "fold1" / "gan" / "00000-tiny" / "checkpoints" / "ckpt-0000080.pt")
+    a = load_checkpoint(run / "checkpoints" / "ckpt-0000060.pt")
+    b = load_checkpoint(straight / "shapes" / "fold1" / "gan" / "00000-tiny" / "checkpoints" / "ckpt-0000060.pt")
     for part in ("generator", "critic"):
         for name, value in a[part].items():
             assert torch.equal(value, b[part][name]), f"{part}.{name}"
@@ -88,7 +88,7 @@ def test_ctrl_c_during_segbench_run_keeps_work(tmp_path: Path) -> None:
 
     ws = tmp_path / "ws"
     prepare("shapes", None, 1, 32, 32, workspace=ws)
-    args = ["run", "--real", "8", "--synth", "0", "--preset", "tiny", "--max-iters", "600", "--min-iters", "600"]
+    args = ["run", "--real", "8", "--synth", "0", "--preset", "tiny", "--max-iters", "400", "--min-iters", "400"]
     out = tmp_path / "run"
     stopped = _interrupt_when(_command("segbench", [*args, "--out", str(out)]), ws,
                               lambda: _logged(out / "log.jsonl"))
@@ -96,7 +96,7 @@ def test_ctrl_c_during_segbench_run_keeps_work(tmp_path: Path) -> None:
     match = re.search(r"SIGINT at iteration (\d+)", stopped.stderr)
     assert match, stopped.stderr
     iteration = int(match.group(1))
-    assert 20 <= iteration < 600 and (out / "training_state.pt").is_file()
+    assert 20 <= iteration < 400 and (out / "training_state.pt").is_file()
 
     command = _resume_command(stopped.stderr)
     assert command[:4] == ["segbench", "run", "--resume", "--out"] and Path(command[4]) == out
