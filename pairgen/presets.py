@@ -35,7 +35,7 @@ class GANConfig(FrozenConfig):
 
     EXECUTION_FIELDS: ClassVar[tuple[str, ...]] = (
         "iters", "device", "amp", "compile", "cuda_graph", "tick_every", "sample_every", "checkpoint_every",
-        "keep_checkpoints")
+        "checkpoint_seconds", "keep_checkpoints")
     DATA_FIELDS: ClassVar[tuple[str, ...]] = ("root", "image_channels", "class_names")
 
     dataset: str
@@ -64,6 +64,7 @@ class GANConfig(FrozenConfig):
     tick_every: int = 10                 # log a line every this many iterations
     sample_every: int = 100              # sample sheet every this many iterations (and at the end)
     checkpoint_every: int = 100          # checkpoint every this many iterations (and at the end)
+    checkpoint_seconds: float = 60.0     # ... and at the first tick this long after the last one (an early first one)
     keep_checkpoints: int = 2
     seed: int = 0
     device: str = "auto"                 # 'auto' | 'cpu' | 'cuda' | 'cuda:N'
@@ -101,7 +102,7 @@ def resolve_preset(preset: str) -> str:
 def preset_values(dataset: str, preset: str) -> dict[str, Any]:
     """Architecture and schedule of a preset for a dataset (before CLI overrides)."""
     if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}, auto")
     wide = dataset in WIDE_DATASETS
     if preset == "thesis":
         if wide:  # table 4.3: FC → 4×8×1024, five stages to 128×256×(3+1); critic 32…512

@@ -6,38 +6,32 @@ Each sample is a tile of three panels side by side:
      class colours weighted by each channel's (raw+1)/2, so uncertainty shows as mixed colours (no argmax);
      for real data (no raw mask) the class-colour map of the mask,
   3. the thresholded/decoded mask overlaid in colour on the image (background left as the image).
-A legend row names the class colours. Written atomically (PNG in memory → temp file → rename).
+Thumbnails are upscaled (nearest neighbour, whole pixels) to at least MIN_THUMB px on their short side, and a
+legend row names the class colours (pairgen.core.colors: the same colours as every other figure of the dataset)
+and the three panels. Written atomically (PNG in memory → temp file → rename).
 """
 
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from pairgen.encoding import pair_to_arrays
 from pairgen.presets import GANConfig
+from pairgen.core.colors import class_colors
 from pairgen.core.files import atomic_write_bytes
 
-# background black, then well-separated colours (cycled beyond their number)
-PALETTE = np.array([
-    (0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40),
-    (128, 0, 0), (170, 255, 195), (128, 128, 0), (0, 0, 128), (128, 128, 128),
-], np.float32)
-GAP = 2          # pixels between panels
-TILE_GAP = 6     # pixels between samples
+GAP = 4          # pixels between panels
+TILE_GAP = 12    # pixels between samples
 OVERLAY_ALPHA = 0.5
-
-
-def class_colours(n_classes: int) -> np.ndarray:
-    """float32 n_classes×3 RGB in [0, 255]; class 0 (background) is black."""
-    index = np.concatenate([[0], 1 + (np.arange(max(n_classes - 1, 0)) % (len(PALETTE) - 1))]).astype(int)
-    return PALETTE[index[:n_classes]]
+MIN_THUMB = 128  # thumbnails are upscaled to at least this many pixels on their short side
+LEGEND_FONT = 16
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
@@ -64,15 +58,23 @@ def _overlay(image: np.ndarray, mask: np.ndarray, colours: np.ndarray) -> np.nda
 
 
 def _legend(class_names: Sequence[str], colours: np.ndarray, width: int) -> np.ndarray:
-    height = 14
+    """A white row: a swatch and the name of every class, then what the three panels of a tile show."""
+    font = ImageFont.load_default(size=LEGEND_FONT)
+    height, box = LEGEND_FONT + 12, LEGEND_FONT
     canvas = Image.new("RGB", (max(width, 1), height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    x = 2
+    x = 4
     for name, colour in zip(class_names, colours):
-        draw.rectangle([x, 3, x + 8, 11], fill=tuple(int(c) for c in colour), outline=(0, 0, 0))
-        draw.text((x + 11, 1), str(name), fill=(0, 0, 0))
-        x += 11 + int(draw.textlength(str(name))) + 10
+        draw.rectangle([x, 6, x + box, 6 + box], fill=tuple(int(c) for c in colour), outline=(0, 0, 0))
+        draw.text((x + box + 4, 5), str(name), fill=(0, 0, 0), font=font)
+        x += box + 4 + int(draw.textlength(str(name), font=font)) + 16
+    draw.text((x + 16, 5), "each tile: image | raw mask | mask over image", fill=(90, 90, 90), font=font)
     return np.asarray(canvas, np.float32)
+
+
+def _upscale(array: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour upscaling of the first two axes by a whole factor (pixels stay sharp squares)."""
+    return array if factor == 1 else np.repeat(np.repeat(array, factor, axis=0), factor, axis=1)
 
 
 def pair_sheet(images: np.ndarray, masks_raw: np.ndarray | None, masks: np.ndarray, class_names: Sequence[str],
@@ -85,8 +87,11 @@ def pair_sheet(images: np.ndarray, masks_raw: np.ndarray | None, masks: np.ndarr
     if images.ndim != 4 or masks.shape != images.shape[:3]:
         raise ValueError(f"images must be N×H×W×C and masks N×H×W, got {images.shape} and {masks.shape}")
     n, height, width = masks.shape
+    factor = max(1, math.ceil(MIN_THUMB / min(height, width)))
     n_classes = max(len(class_names), int(masks.max(initial=0)) + 1)
-    colours = class_colours(n_classes)
+    names = list(class_names) + [f"class {i}" for i in range(len(class_names), n_classes)]
+    colours = class_colors(names)
+    height, width = height * factor, width * factor
     columns = max(1, min(columns, n))
     rows = -(-n // columns)
     tile_w = 3 * width + 2 * GAP
@@ -95,12 +100,13 @@ def pair_sheet(images: np.ndarray, masks_raw: np.ndarray | None, masks: np.ndarr
     for i in range(n):
         top = (i // columns) * (height + TILE_GAP)
         left = (i % columns) * (tile_w + TILE_GAP)
-        raw = None if masks_raw is None else np.asarray(masks_raw[i])
-        panels = (_rgb(images[i]), _raw_panel(raw, masks[i], colours), _overlay(images[i], masks[i], colours))
+        raw = None if masks_raw is None else _upscale(np.asarray(masks_raw[i]), factor)
+        image, mask = _upscale(images[i], factor), _upscale(masks[i], factor)
+        panels = (_rgb(image), _raw_panel(raw, mask, colours), _overlay(image, mask, colours))
         for j, panel in enumerate(panels):
             x = left + j * (width + GAP)
             sheet[top:top + height, x:x + width] = panel
-    sheet = np.concatenate([sheet, _legend(list(class_names), colours, sheet_w)], axis=0)
+    sheet = np.concatenate([sheet, _legend(names, colours, sheet_w)], axis=0)
     buffer = io.BytesIO()
     Image.fromarray(np.clip(sheet, 0, 255).round().astype(np.uint8)).save(buffer, format="PNG")
     path = Path(path)
@@ -129,5 +135,5 @@ def sample_sheet(generator: torch.nn.Module, config: GANConfig, n: int = 16, see
         generator.train(was_training)
     images, raw, masks = pair_to_arrays(pair, config.image_channels, config.n_classes, config.mask_encoding)
     if columns is None:
-        columns = 4 if config.width > config.height else 8
+        columns = 2 if config.width > config.height else 4
     return pair_sheet(images, raw, masks, config.class_names, path, columns=columns)

@@ -21,11 +21,12 @@ The generator's batch-norm running statistics saved are rank 0's (each rank norm
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ from pairgen.core.jsonlog import append_record, trim_log
 from pairgen.ema import EMA, beta_from_half_life
 from pairgen.core.devices import resolve_device
 from pairgen.core.errors import UserError, writing
+from pairgen.core.interrupt import Interrupted, StopRequest
 from pairgen.networks import build_critic, build_generator
 from pairgen.pairdata import EpochSampler, PairData
 from pairgen.presets import GANConfig, validate
@@ -110,8 +112,13 @@ def _tick_means(sums: dict[str, list[float]], device: torch.device) -> dict[str,
     return {k: (None if v != v else float(v)) for k, v in zip(sums, values)}
 
 
-def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False, show_progress: bool = True) -> Path:
-    """Train (or with `resume`, continue) a pair WGAN-GP on real_dir/train; returns the final checkpoint path."""
+def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False, show_progress: bool = True,
+          stop: StopRequest | None = None) -> Path:
+    """Train (or with `resume`, continue) a pair WGAN-GP on real_dir/train; returns the final checkpoint path.
+
+    `stop` (pairgen.core.interrupt): once it is requested, the current iteration finishes, a checkpoint is written
+    and Interrupted is raised.
+    """
     validate(config)
     # under torchrun: every rank trains on its own batch_size rows of one global batch (effective batch =
     # world × batch_size), gradients are averaged after each backward, and rank 0 alone writes files
@@ -156,6 +163,8 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
         if rank == 0:
             trim_log(log_path, "step", step)
             append_record(log_path, {"event": "resume", "step": step, "checkpoint": last_good.name})
+            if show_progress:
+                print(f"pairgen train: resuming {run_dir} at step {step} ({last_good.name})", file=sys.stderr)
     elif last_good is not None:
         raise UserError(f"{run_dir}: already holds checkpoints; resume it or train into a new run directory")
     if rank == 0:
@@ -192,7 +201,12 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
     diversity_z = diversity_z.to(device)  # the sample sheets' latents: the number describes what the sheets show
     started = tick_started = time.perf_counter()
     tick_first_step = step
-    bar = tqdm(total=config.iters, initial=step, disable=not show_progress or rank != 0, unit="it", dynamic_ncols=True)
+    first_step, saved_at = step, time.monotonic()
+    if show_progress and rank == 0:
+        print(f"pairgen train: {config.dataset} ({config.fold_id}), preset {config.preset}, {config.iters} "
+              f"iterations, run directory {run_dir}", file=sys.stderr)
+    bar = tqdm(total=config.iters, initial=step, disable=not show_progress or rank != 0, unit="it", dynamic_ncols=True,
+               desc=f"train {config.dataset} {config.preset}")
 
     def record_bad(phase: str, term: str, snapshot: list[torch.Tensor]) -> None:
         nonlocal skipped
@@ -255,13 +269,25 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
                 log_tick(means, now)
             sums = {k: [] for k in sums}
             tick_started, tick_first_step, skipped = now, step, 0
+        elif step == first_step + 1:   # the bar shows losses from the first iteration on (not logged)
+            means = _tick_means(sums, device)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if v is not None})
         if rank == 0 and (step % config.sample_every == 0 or step == config.iters):
             sample_sheet(sampled, config, SHEET_SAMPLES, config.seed,
                          run_dir / "samples" / f"step-{step:07d}.png", device)
             plot_curves(log_path, run_dir / "curves.png", "step", GAN_PANELS,
                         f"pairgen train: {config.dataset} {config.preset} ({config.fold_id}), step {step}")
-        if step % config.checkpoint_every == 0 or step == config.iters:
-            last_good = save(step)
+        # step-based, and at the first tick `checkpoint_seconds` after the last save (an early first checkpoint)
+        due = step % config.tick_every == 0 and distributed.broadcast_object(  # rank 0's clock decides for all
+            time.monotonic() - saved_at >= config.checkpoint_seconds)
+        if step % config.checkpoint_every == 0 or step == config.iters or due:
+            last_good, saved_at = save(step), time.monotonic()
+        if stop is not None and stop.requested_by_any(world):
+            if last_good != checkpoint_path(run_dir, step):
+                last_good = save(step)
+            bar.close()
+            raise Interrupted(f"{stop.signal_name or 'stop requested'} at step {step}: checkpoint {last_good} "
+                              "written")
     bar.close()
     if last_good is None:  # unreachable: the loop always saves at step == iters
         last_good = save(step)
@@ -299,7 +325,8 @@ def launch(config: GANConfig, workspace: Path, resume_run: Path | None = None) -
         if rank == 0 and not (real / "train" / "manifest.json").is_file():
             real = prepare(config.dataset, config.root, config.fold, config.height, config.width,
                            structures=config.structures, workspace=workspace, train_fraction=config.train_fraction)
-        train(config, run_dir, distributed.broadcast_object(real), resume=True)
+        with _keeping_work(run_dir, workspace) as stop:
+            train(config, run_dir, distributed.broadcast_object(real), resume=True, stop=stop)
         return run_dir
     real = run_dir = None
     if rank == 0:
@@ -307,5 +334,19 @@ def launch(config: GANConfig, workspace: Path, resume_run: Path | None = None) -
                        structures=config.structures, workspace=workspace, train_fraction=config.train_fraction)
         run_dir = new_numbered_dir(workspace / config.dataset / config.fold_id / "gan", config.preset)
     real, run_dir = distributed.broadcast_object((real, run_dir))
-    train(config, run_dir, real)
+    with _keeping_work(run_dir, workspace) as stop:
+        train(config, run_dir, real, stop=stop)
     return run_dir
+
+
+@contextlib.contextmanager
+def _keeping_work(run_dir: Path, workspace: Path) -> Iterator[StopRequest]:
+    """The first Ctrl-C (or SIGTERM) stops training after a checkpoint; Interrupted then names the resume command."""
+    from pairgen.core.workspace import workspace_root
+
+    ws_flag = "" if workspace_root(None).resolve() == Path(workspace).resolve() else f" --workspace {workspace}"
+    with StopRequest() as stop:
+        try:
+            yield stop
+        except Interrupted as exc:
+            raise Interrupted(f"{exc}; resume with: pairgen train --resume {run_dir}{ws_flag}") from None

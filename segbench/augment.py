@@ -107,6 +107,10 @@ _FLOAT_RANGES = {
 NAMES = tuple(f.name for f in fields(AugSpec))
 
 
+# a valid --aug for datasets that declare an op unsafe (the error message suggests it)
+SAFE_EXAMPLE = {"scr-lung": "thesis-lung"}
+
+
 def _valid_names() -> str:
     return f"valid names: {', '.join(NAMES)}; presets: none, {', '.join(PRESETS)}"
 
@@ -169,6 +173,18 @@ def parse_spec(spec: str) -> AugSpec:
     if "elastic_grid" in values and not result.elastic > 0:
         raise _failer(spec, f"elastic_grid={values['elastic_grid']}")("elastic_grid needs elastic=... as well")
     return result
+
+
+def refuse_unsafe(spec: AugSpec, dataset: str, allow: bool = False) -> None:
+    """Raise UserError when `spec` uses an op the dataset's adapter declares unsafe (SCR lung: a flip swaps the
+    left and right lung), unless `allow` (--allow-unsafe-aug). Unknown datasets declare nothing."""
+    from pairgen.datasets.base import unsafe_augmentations_of
+
+    default = AugSpec()
+    for op, reason in unsafe_augmentations_of(dataset).items():
+        if not allow and getattr(spec, op) != getattr(default, op):
+            raise UserError(f"--aug {spec}: {op} is unsafe for {dataset}: {reason}; choose another --aug "
+                            f"(e.g. {SAFE_EXAMPLE.get(dataset, 'none')}) or pass --allow-unsafe-aug to use it on purpose")
 
 
 # ----------------------------------------------------------------------------------------------------- sampling

@@ -27,7 +27,11 @@ WorkspaceOpt = typer.Option(None, "--workspace", help="Workspace dir (default $P
 def run(
     real: int = typer.Option(4, "--real", help="Real pairs in every minibatch (K)."),
     synth: int = typer.Option(4, "--synth", help="Synthetic pairs in every minibatch (M)."),
-    aug: str = typer.Option("none", "--aug", help="none | flip,shift=0.05,... | thesis-lung | thesis-cityscapes"),
+    aug: str = typer.Option("none", "--aug", help="none | thesis-lung (SCR lung) | thesis-cityscapes or flip "
+                            "(road scenes, shapes) | a comma list, e.g. flip,shift=0.05 (docs/AUGMENTATION.md). "
+                            "Ops a dataset declares unsafe (flip on scr-lung) are refused."),
+    allow_unsafe_aug: bool = typer.Option(False, "--allow-unsafe-aug",
+                                          help="Use an augmentation the dataset declares unsafe, on purpose."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Default: the dataset of the newest export."),
     fold: Optional[int] = typer.Option(None, "--fold", help="Default: the fold of the newest export."),
     real_shards: Optional[Path] = typer.Option(None, "--real-shards", help="Dir holding train/ val/ test/ real shards."),
@@ -60,6 +64,7 @@ def run(
     config = command_config(ws, out, resume, preset=preset, dataset=dataset, fold=fold, real_per_batch=real,
                             synth_per_batch=synth, aug=aug, real_shards=real_shards, synth_shards=synth_shards,
                             synth_source=synth_source, checkpoint=checkpoint, synth_filter=synth_filter,
+                            allow_unsafe_aug=allow_unsafe_aug or None,
                             max_iters=max_iters,
                             min_iters=min_iters, patience=patience, seed=seed, device=device,
                             cuda_graph=cuda_graph)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from pairgen.core.errors import UserError
 from pairgen.core.files import atomic_write_bytes, atomic_write_json
@@ -62,7 +63,9 @@ def evaluate_predictions(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray],
     multi_class = len(class_names) > 2
     confusion = ConfusionMatrix(class_names) if multi_class else None
     rows: list[dict] = []
-    for i, (pred, gt, case) in enumerate(zip(preds, gts, case_ids)):
+    # disable=None: a bar on a terminal only (scoring distances of large masks takes a while)
+    cases = tqdm(zip(preds, gts, case_ids), total=len(preds), desc="score", unit="case", disable=None, leave=False)
+    for i, (pred, gt, case) in enumerate(cases):
         spacing = spacing_per_case[i] if spacing_per_case else None
         try:
             rows.append({"case": str(case), **case_metrics(pred, gt, spacing, class_names)})

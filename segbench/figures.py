@@ -1,4 +1,6 @@
-"""Report figures: per-category IoU bars (thesis figure 5.9) and best/worst qualitative sheets (figures 5.4/5.5/5.11).
+"""Report figures: per-category IoU bars (thesis figure 5.9; for a binary task the one class's Dice and IoU) and
+best/worst qualitative sheets (figures 5.4/5.5/5.11) with a class legend, in the dataset's colours
+(pairgen.core.colors, shared with pairgen's sample sheets).
 
 matplotlib is imported inside the functions (the CLI starts fast) and drives the Agg canvas directly, so no global
 backend is switched. PNGs are rendered in memory and written atomically.
@@ -13,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from pairgen.core.colors import class_colors
 from pairgen.core.files import atomic_write_bytes
 
 N_BEST, N_WORST, TOP_CONFIGS = 2, 2, 4
@@ -28,8 +31,9 @@ def _save(fig, path: Path) -> str:
     return str(path)
 
 
-def per_category_chart(path: Path, classes: list[str], series: list[tuple[str, list[float]]], title: str) -> str:
-    """Grouped bars: one group per class, one bar per configuration (NaN bars are left out)."""
+def per_category_chart(path: Path, classes: list[str], series: list[tuple[str, list[float]]], title: str,
+                       ylabel: str = "IoU (mean over test images)") -> str:
+    """Grouped bars: one group per class (or metric), one bar per configuration (NaN bars are left out)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(max(6.0, 1.1 * len(classes) + 2), 4.0))
@@ -40,31 +44,32 @@ def per_category_chart(path: Path, classes: list[str], series: list[tuple[str, l
         ax.bar(x + (i - (len(series) - 1) / 2) * width, np.nan_to_num(values, nan=0.0), width, label=label)
     ax.set_xticks(x, [c.replace("_", " ") for c in classes], rotation=30, ha="right")
     ax.set_ylim(0, 1)
-    ax.set_ylabel("IoU (mean over test images)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize="small")
     return _save(fig, path)
 
 
-def _mask_cmap(n_classes: int):
-    from matplotlib import colormaps
+def _mask_cmap(class_names: list[str]):
     from matplotlib.colors import ListedColormap
 
-    palette = colormaps["tab20"].colors
-    return ListedColormap([(0.0, 0.0, 0.0)] + [palette[i % len(palette)] for i in range(n_classes - 1)])
+    return ListedColormap(class_colors(class_names) / 255.0)
 
 
-def qualitative_sheet(path: Path, rows: list[dict[str, Any]], labels: list[str], n_classes: int, title: str) -> str:
+def qualitative_sheet(path: Path, rows: list[dict[str, Any]], labels: list[str], class_names: list[str],
+                      title: str) -> str:
     """rows: {case, tag, image h×w×C, mask h×w, preds [h×w per label], scores [float per label]}."""
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
+    n_classes = len(class_names)
     height, width = rows[0]["mask"].shape
     cols = 2 + len(labels)
     cell = 2.2
-    fig = Figure(figsize=(cols * cell * max(1.0, width / height), len(rows) * cell + 0.6))
+    fig = Figure(figsize=(cols * cell * max(1.0, width / height), len(rows) * cell + 0.9), layout="constrained")
     axes = fig.subplots(len(rows), cols, squeeze=False)
-    cmap = _mask_cmap(n_classes)
+    cmap = _mask_cmap(class_names)
     for r, row in enumerate(rows):
         image = row["image"]
         panels = [(image[..., 0] if image.shape[-1] == 1 else image, "image", True),
@@ -81,6 +86,9 @@ def qualitative_sheet(path: Path, rows: list[dict[str, Any]], labels: list[str],
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(title, fontsize=9)
+    colours = class_colors(class_names) / 255.0
+    fig.legend(handles=[Patch(facecolor=c, edgecolor="black", label=n) for n, c in zip(class_names, colours)],
+               loc="outside lower center", ncol=min(n_classes, 8), fontsize=8, frameon=False)
     return _save(fig, path)
 
 
@@ -99,11 +107,13 @@ def _predictions(run) -> dict[str, Any] | None:
 
 
 def _pick_configs(ranked: list) -> list:
-    """Thesis figs 5.4/5.5/5.11: best GAN-mix network next to the best real-only one; else the best two."""
+    """Thesis figs 5.4/5.5/5.11: best GAN-mix network next to the best real-only one (else the best two), and the
+    worst configuration too, so a configuration that failed is seen, not hidden."""
     mixed = next((c for c in ranked if c.real > 0 and c.synth > 0), None)
     real_only = next((c for c in ranked if c.real > 0 and c.synth == 0), None)
     chosen = [c for c in (mixed, real_only) if c is not None]
-    return chosen if len(chosen) == 2 else ranked[:2]
+    chosen = chosen if len(chosen) == 2 else ranked[:2]
+    return chosen + [ranked[-1]] if ranked[-1] not in chosen else chosen
 
 
 def qualitative(path: Path, ranked: list, metric: str) -> str:
@@ -134,9 +144,13 @@ def qualitative(path: Path, ranked: list, metric: str) -> str:
             rows.append({"case": case, "tag": tag, "image": preds_a["image"][i], "mask": preds_a["mask"][i],
                          "preds": [p["pred"][p["index"][case]] for p in preds],
                          "scores": [s[case] for s in scores]})
-        n_classes = int(max(max(int(p["mask"].max()), int(p["pred"].max())) for p in preds)) + 1
+        n_classes = max(2, int(max(max(int(p["mask"].max()), int(p["pred"].max())) for p in preds)) + 1)
+        names = list(run.summary.get("class_names") or [])
+        names += [f"class {i}" for i in range(len(names), n_classes)]
         title = f"{first.dataset} {run.fold_id} seed {run.seed}: best and worst test cases by {metric}"
-        return qualitative_sheet(path, rows, [c.label for c in chosen], max(2, n_classes), title)
+        if chosen[-1] is ranked[-1] and len(ranked) > 2:
+            title += f" (last column: the worst configuration, {ranked[-1].label})"
+        return qualitative_sheet(path, rows, [c.label for c in chosen], names, title)
     return f"{path.name}: no run pair with predictions.npz in a common fold for {', '.join(c.label for c in chosen)}"
 
 
@@ -156,13 +170,21 @@ def write_figures(rows: list[dict[str, Any]], configs: list, out: Path) -> dict[
             if means[c.label] is None:
                 means[c.label] = metric_stats(c, metric, n_boot=0)["mean"]
         ranked = sorted(members, key=lambda c: -means[c.label] if math.isfinite(means[c.label]) else math.inf)
+        shown = ranked[:TOP_CONFIGS] + ([ranked[-1]] if len(ranked) > TOP_CONFIGS else [])   # + the worst
+        which = f"best {min(len(ranked), TOP_CONFIGS)}" + (" and the worst" if len(ranked) > TOP_CONFIGS else "")
+        name = f"per_category{suffix}.png"
         if members[0].task == "multiclass":
             classes = [m for m in members[0].metric_names if m.startswith("iou_")]
-            best = ranked[:TOP_CONFIGS]
-            series = [(c.label, [metric_stats(c, m, n_boot=0)["mean"] for m in classes]) for c in best]
-            name = f"per_category{suffix}.png"
+            series = [(c.label, [metric_stats(c, m, n_boot=0)["mean"] for m in classes]) for c in shown]
             files[name] = per_category_chart(out / name, [m[4:] for m in classes], series,
-                                             f"{dataset}: IoU per category, best {len(best)} configurations")
+                                             f"{dataset}: IoU per category, {which} configurations")
+        else:   # binary: the one foreground class's overlap metrics
+            names = [m for m in ("dice", "iou") if m in members[0].metric_names]
+            series = [(c.label, [metric_stats(c, m, n_boot=0)["mean"] for m in names]) for c in shown]
+            foreground = (members[0].runs[0].summary.get("class_names") or ["", "foreground"])[-1]
+            files[name] = per_category_chart(out / name, [{"dice": "Dice", "iou": "IoU"}[m] for m in names], series,
+                                             f"{dataset}: {foreground}, {which} configurations",
+                                             ylabel="mean over test images")
         name = f"qualitative{suffix}.png"
         made = qualitative(out / name, ranked, metric)
         if made.endswith(".png"):

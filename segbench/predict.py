@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from pairgen.core.torchio import load_state, save_state
 from pairgen.core.devices import resolve_device
@@ -97,7 +98,9 @@ def evaluate_test(model: torch.nn.Module, test: ShardSet, config: SegConfig,
     height, width = test.masks.shape[1:]
     full = ground_truth(test)
     preds_full, preds_low = [], []
-    for i, logits in enumerate(predict_logits(model, test.images, device, config.eval_batch, config.amp)):
+    logits_per_case = tqdm(predict_logits(model, test.images, device, config.eval_batch, config.amp),
+                           total=len(test.images), desc="evaluate", unit="case", disable=None, leave=False)
+    for i, logits in enumerate(logits_per_case):
         preds_full.append(predict_full(logits, full[i].shape, single_object))
         preds_low.append(predict_full(logits, (height, width), single_object))
     rows, summary = score_test(test, preds_full, single_object)

@@ -38,6 +38,7 @@ class SegConfig(FrozenConfig):
     real_per_batch: int = 4              # K real pairs in every minibatch
     synth_per_batch: int = 4             # M synthetic pairs in every minibatch
     aug: str = "none"                    # augmentation spec (segbench.augment.parse_spec)
+    allow_unsafe_aug: bool = False       # use an op the dataset declares unsafe (segbench.augment.refuse_unsafe)
     real_shards: str | None = None       # parent dir holding train/val/test real shard dirs
     synth_shards: str | None = None      # synthetic shard dir (synth_source='shards')
     synth_source: str = "shards"         # 'shards' | 'generator' (fresh samples from a checkpoint each batch)
@@ -67,7 +68,7 @@ class SegConfig(FrozenConfig):
 
 def preset_values(dataset: str, preset: str) -> dict[str, Any]:
     if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}, auto")
     wide = dataset in WIDE_DATASETS
     if preset == "thesis":
         return dict(depth=4 if wide else 3, filters=256 if wide else 64, min_iters=3000, patience=3000,

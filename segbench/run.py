@@ -30,10 +30,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from pairgen.core import distributed
 from pairgen.core.devices import resolve_device
 from pairgen.core.errors import UserError
+from pairgen.core.interrupt import Interrupted, StopRequest
 from pairgen.shards import ShardSet, load_shards
 from segbench.predict import evaluate_test
 from segbench.presets import SegConfig, make_config
@@ -173,7 +175,11 @@ def run_label(real_per_batch: int, synth_per_batch: int, augmented: bool) -> str
 
 
 def _recorded(config: SegConfig, plan: DataPlan) -> SegConfig:
-    """`config` with its data plan written in: dataset, fold id and absolute paths (what config.json holds)."""
+    """`config` with its data plan written in: dataset, fold id and absolute paths (what config.json holds).
+    Refuses augmentation the dataset declares unsafe (unless config.allow_unsafe_aug) before any data is loaded."""
+    from segbench.augment import parse_spec, refuse_unsafe
+
+    refuse_unsafe(parse_spec(config.aug), plan.dataset, config.allow_unsafe_aug)
     return dataclasses.replace(
         config, dataset=plan.dataset, fold_id=plan.fold_id, real_shards=str(plan.real_parent.resolve()),
         synth_shards=str(plan.synth_dir.resolve()) if plan.synth_dir else config.synth_shards,
@@ -236,8 +242,17 @@ def check_same_run(run_dir: RunDir, config: SegConfig) -> None:
                         "move it away to rerun")
 
 
+def _workspace_flag(ws: Path) -> str:
+    """' --workspace WS' when WS is not the default workspace (for a command printed to the user)."""
+    from pairgen.core.workspace import workspace_root
+
+    return "" if workspace_root(None).resolve() == Path(ws).resolve() else f" --workspace {ws}"
+
+
 def _load_real(plan: DataPlan) -> dict[str, ShardSet]:
-    splits = {split: load_shards(plan.real_parent / split) for split in ("train", "val", "test")}
+    splits = {split: load_shards(plan.real_parent / split)   # disable=None: a bar on a terminal only
+              for split in tqdm(SPLITS, desc=f"load {plan.dataset} real shards", unit="split", disable=None,
+                                leave=False)}
     reference = splits["train"]
     for split, shardset in splits.items():
         if shardset.attrs.get("kind") != "real":
@@ -338,8 +353,13 @@ def execute(config: SegConfig, workspace: Path, out: Path | None = None, resume:
                            config.real_per_batch * world, config.synth_per_batch * world,
                            torch.Generator().manual_seed(config.seed))
     model = build_unet(config, train.images.shape[3], len(train.class_names))
-    result = train_segmentation(config, model, batches, real["val"], files.path, resume=resuming,
-                                show_progress=show_progress)
+    with StopRequest() as stop:   # the first Ctrl-C saves the training state and names the resume command
+        try:
+            result = train_segmentation(config, model, batches, real["val"], files.path, resume=resuming,
+                                        show_progress=show_progress, stop=stop)
+        except Interrupted as exc:
+            raise Interrupted(f"{exc}; resume with: segbench run --resume --out {files.path}{_workspace_flag(ws)}") \
+                from None
     if rank != 0:
         return files.path
     plot_curves(files.log, files.curves, "iteration", ((("train_loss", "val_loss"), "loss"),),

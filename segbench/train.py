@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from pairgen.core import distributed
 from pairgen.core.jsonlog import trim_log
 from pairgen.core.torchio import load_state, save_state
 from pairgen.core.errors import UserError
+from pairgen.core.interrupt import Interrupted, StopRequest
 from pairgen.shards import ShardSet
 from segbench import graphed
 from segbench.mixing import MixedBatches, RealSource, uint8_to_model
@@ -40,7 +42,7 @@ from segbench.step import autocast_for, make_optimizer, memory_format, prepare_m
 
 # a full training state of the Cityscapes net is ~250 MB: save it at a validation point at most this often
 # (and always when training ends); a crash loses at most this much training time
-CHECKPOINT_SECONDS = 120.0
+CHECKPOINT_SECONDS = 60.0
 
 
 class EarlyStopping:
@@ -104,12 +106,15 @@ def _rank_rows(config: SegConfig, batches: MixedBatches, world: int) -> torch.Te
 
 def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: MixedBatches, val_set: ShardSet,
                        run_dir: Path, resume: bool = False, show_progress: bool = True,
-                       checkpoint_seconds: float = CHECKPOINT_SECONDS) -> dict[str, Any]:
+                       checkpoint_seconds: float = CHECKPOINT_SECONDS,
+                       stop: StopRequest | None = None) -> dict[str, Any]:
     """Train `model` on `batches` with early stopping on `val_set`'s loss; leaves the best parameters in `model`.
 
     Returns {'iterations', 'best_iteration', 'best_val_loss', 'wall_s', 'stopped_early'}.
     `resume`: continue from run_dir/training_state.pt when present (else start fresh).
     `checkpoint_seconds`: minimum time between training-state saves (0: at every validation; tests).
+    `stop` (pairgen.core.interrupt): once requested, the current step finishes, the training state is saved and
+    Interrupted is raised.
     """
     from segbench.augment import augment_batch, parse_spec
 
@@ -134,7 +139,7 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
     val = RealSource(val_set, device)
     state_path, log_path = RunDir(run_dir).training_state, RunDir(run_dir).log
 
-    iteration, elapsed, finished, best_state = 0, 0.0, False, None
+    iteration, elapsed, finished, best_state, running = 0, 0.0, False, None, (0.0, 0)
     if resume and state_path.is_file():
         try:
             state = load_state(state_path, "training state")
@@ -148,8 +153,11 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
         torch.set_rng_state(state["torch_rng"])
         best_state = {k: v.to(device) for k, v in state["best_model"].items()} if state["best_model"] else None
         iteration, elapsed, finished = int(state["iteration"]), float(state["wall_s"]), bool(state["finished"])
+        running = state.get("running", (0.0, 0))   # the train loss since the last validation (an interrupt)
         if rank == 0:
             trim_log(log_path, "iteration", iteration)
+            if show_progress:
+                print(f"segbench run: resuming {run_dir} at iteration {iteration}", file=sys.stderr)
     elif rank == 0:
         log_path.write_text("")
 
@@ -159,10 +167,11 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
             "best_model": best_state or {}, "early_stopping": stopper.state_dict(),
             "batches": batches.state_dict(), "aug_generator": aug_generator.get_state(),
             "torch_rng": torch.get_rng_state(), "iteration": iteration,
+            "running": (float(running_loss.item()), running_steps),
             "wall_s": elapsed + time.monotonic() - started, "finished": done})
 
     started = last_save = time.monotonic()
-    running_loss, running_steps = torch.zeros((), device=device), 0
+    running_loss, running_steps = torch.tensor(float(running[0]), device=device), int(running[1])
     model.train()
     rows = _rank_rows(config, batches, world)
     # SegConfig.cuda_graph: the same step replayed as one CUDA graph (built after any resume: the graph must
@@ -177,6 +186,11 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
               dynamic_ncols=True, disable=not show_progress or rank != 0) as bar, \
             (open(log_path, "a") if rank == 0 else contextlib.nullcontext()) as log:
         while not finished and iteration < config.max_iters:
+            if stop is not None and stop.requested_by_any(world):   # the previous step (and validation) is done
+                if rank == 0:
+                    snapshot(False)
+                raise Interrupted(f"{stop.signal_name or 'stop requested'} at iteration {iteration}: training "
+                                  f"state {state_path} written")
             images, masks, _ = next(batches)
             if not spec.is_identity:
                 images, masks = augment_batch(images, masks, spec, aug_generator)

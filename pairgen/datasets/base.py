@@ -37,6 +37,9 @@ class DatasetAdapter:
     name: ClassVar[str]
     channels: ClassVar[int]          # image channels: 1 or 3
     needs_root: ClassVar[bool] = True
+    # augmentations that change what a label means here: op name (segbench.augment.AugSpec field) -> why;
+    # `segbench run` refuses them unless --allow-unsafe-aug
+    unsafe_augmentations: ClassVar[dict[str, str]] = {}
 
     def __init__(self, root: Path | None, **options) -> None:
         self.root = Path(root) if root is not None else None
@@ -76,3 +79,12 @@ def get_adapter(name: str, root: Path | None = None, **options) -> DatasetAdapte
     if name not in REGISTRY:
         raise UserError(f"unknown dataset {name!r}; known: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name](root, **options)
+
+
+def unsafe_augmentations_of(name: str) -> dict[str, str]:
+    """The augmentations dataset `name` declares unsafe (op name -> reason); {} for an unknown name."""
+    import importlib
+
+    importlib.import_module("pairgen.datasets")   # registers every adapter
+    cls = REGISTRY.get(name)
+    return dict(cls.unsafe_augmentations) if cls is not None else {}

@@ -115,6 +115,8 @@ class ScrLung(DatasetAdapter):
 
     name = "scr-lung"
     channels = 1
+    unsafe_augmentations = {"flip": "a left-right flip turns the left lung into the right lung "
+                                    "(docs/AUGMENTATION.md)"}
 
     def __init__(self, root: Path | None, structures: tuple[str, ...] = (), png_polarity: str = "auto",
                  **options) -> None:

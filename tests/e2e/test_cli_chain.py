@@ -1,4 +1,5 @@
-"""The three user commands chain through a workspace with no paths: train → export → run → report (shapes, tiny)."""
+"""pairgen train → export through a workspace with no paths (shapes, tiny): the shard contract; one-line errors.
+The whole chain up to `segbench report` runs as the README writes it in test_readme.py."""
 
 from __future__ import annotations
 
@@ -44,24 +45,6 @@ def test_export_satisfies_contract_with_plain_h5py(chained_workspace: Path) -> N
     _cli("pairgen", "verify", str(export_dir), ws=chained_workspace)
 
 
-def test_segbench_run_and_report_chain(chained_workspace: Path) -> None:
-    ws = chained_workspace
-    overrides = ["--preset", "tiny", "--max-iters", "30", "--min-iters", "10", "--patience", "10"]
-    first = _cli("segbench", "run", "--real", "4", "--synth", "4", "--aug", "flip", *overrides, ws=ws)
-    assert "dice" in first.stdout.lower() or "iou" in first.stdout.lower()
-    _cli("segbench", "run", "--real", "8", "--synth", "0", "--aug", "none", *overrides, ws=ws)
-    runs = sorted(ws.glob("shapes/fold1/seg/*"))
-    assert len(runs) == 2
-    for run in runs:
-        summary = json.loads((run / "summary.json").read_text())
-        assert summary["complete"] is True
-        assert (run / "per_image.csv").read_text().count("\n") >= 2
-    out = ws / "report"
-    proc = _cli("segbench", "report", str(ws / "shapes" / "fold1" / "seg"), "--out", str(out), ws=ws)
-    assert "4-4" in proc.stdout and "8-0" in proc.stdout
-    assert (out / "report.md").is_file() and (out / "report.csv").is_file()
-
-
 def test_user_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     proc = _cli("pairgen", "train", "--dataset", "scr-lung", "--root", str(tmp_path / "nowhere"),
                 "--preset", "tiny", ws=tmp_path, expect=2)
@@ -70,3 +53,7 @@ def test_user_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     proc = _cli("pairgen", "verify", str(tmp_path), ws=tmp_path, expect=2)
     assert "manifest" in proc.stderr
+    proc = _cli("segbench", "run", "--bogus", ws=tmp_path, expect=2)   # usage errors start alike too
+    assert proc.stderr.startswith("error: No such option: --bogus") and "--help" in proc.stderr
+    proc = _cli("pairgen", "train", "--preset", "Tiny", ws=tmp_path, expect=2)
+    assert proc.stderr.strip() == "error: unknown preset 'Tiny'; choose one of tiny, small, thesis, auto"

@@ -154,11 +154,13 @@ def test_pair_sheet_layout(tmp_path: Path, raw_channels) -> None:
     masks = rng.integers(0, 3, (5, 12, 20), dtype=np.uint8)
     raw = None if raw_channels is None else rng.uniform(-1, 1, (5, 12, 20, raw_channels)).astype(np.float16)
     path = pair_sheet(images, raw, masks, ["void", "road", "car"], tmp_path / "sheet.png", columns=2)
+    factor = 11   # nearest upscaling: the short side 12 px → 132 >= 128 px
     with Image.open(path) as sheet:
-        assert sheet.mode == "RGB" and sheet.width == 2 * (3 * 20 + 4) + 6
-        assert sheet.height > 3 * 12 + 2 * 6
+        assert sheet.mode == "RGB" and sheet.width == 2 * (3 * 20 * factor + 2 * 4) + 12
+        assert sheet.height > 3 * 12 * factor + 2 * 12
         pixels = np.asarray(sheet)
-    np.testing.assert_array_equal(pixels[:12, :20], images[0])          # first panel is the image itself
+    upscaled = np.repeat(np.repeat(images[0], factor, axis=0), factor, axis=1)
+    np.testing.assert_array_equal(pixels[:12 * factor, :20 * factor], upscaled)   # first panel: the image itself
     assert [p.name for p in tmp_path.iterdir()] == ["sheet.png"]        # no temp file left behind
 
 
@@ -193,3 +195,35 @@ def test_weight_average_and_diffaug_are_wired(tmp_path: Path, real: Path) -> Non
     augmented, unaugmented = ticks(tmp_path / "small-data"), ticks(tmp_path / "plain")
     assert [t["kimg"] for t in augmented] == [0.004, 0.008, 0.012]          # batch 4: 4 images per iteration
     assert augmented[0]["critic_loss"] != unaugmented[0]["critic_loss"]
+
+
+def test_time_based_checkpoints_come_at_ticks(tmp_path: Path, real: Path) -> None:
+    """checkpoint_seconds=0: a checkpoint at every tick, besides the step-based ones (an early first checkpoint)."""
+    train(small_config(iters=6, tick_every=2, checkpoint_every=100, checkpoint_seconds=0.0, keep_checkpoints=5),
+          tmp_path / "run", real, show_progress=False)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "ckpt-0000002.pt", "ckpt-0000004.pt", "ckpt-0000006.pt"]
+
+
+def test_a_stop_request_checkpoints_after_the_current_step(tmp_path: Path, real: Path) -> None:
+    import signal
+
+    from pairgen.core.interrupt import Interrupted, StopRequest
+    from pairgen.pairdata import EpochSampler
+
+    calls, original_next = [], EpochSampler.next
+
+    def stop_in_the_third_iteration(self):
+        calls.append(1)
+        if len(calls) == 3 * small_config().critic_steps:   # the third iteration's last critic batch
+            signal.raise_signal(signal.SIGINT)
+        return original_next(self)
+
+    with StopRequest() as stop, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(EpochSampler, "next", stop_in_the_third_iteration)
+        with pytest.raises(Interrupted, match="SIGINT at step 3: checkpoint .*ckpt-0000003.pt written"):
+            train(small_config(iters=6, checkpoint_every=100), tmp_path / "run", real, show_progress=False,
+                  stop=stop)
+        with pytest.raises(KeyboardInterrupt):   # a second signal aborts at once
+            signal.raise_signal(signal.SIGINT)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["ckpt-0000003.pt"]

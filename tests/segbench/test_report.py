@@ -152,7 +152,7 @@ def test_outputs_markdown_csv_and_skips(tmp_path):
     saved = json.loads((out / "report.json").read_text())
     assert saved["configurations"][0]["metrics"]["dice"]["mean"] == pytest.approx(0.85)
     assert (out / "qualitative.png").read_bytes()[:8] == PNG_MAGIC
-    assert not (out / "per_category.png").exists()   # binary task: no per-category chart
+    assert (out / "per_category.png").read_bytes()[:8] == PNG_MAGIC   # binary task: the class's Dice and IoU
     text = console.file.getvalue()
     assert "16-0-NoAug" in text and "skipped" in text
     with pytest.raises(UserError, match="known"):
@@ -223,3 +223,28 @@ def test_presets_and_low_data_fractions_are_never_pooled(tmp_path):
                       compare=[("16-0-NoAug@tiny-frac10", "16-0-NoAug@tiny")])
     assert compared["comparisons"][0]["n"] == 3
     assert compared["comparisons"][0]["mean_diff"] == pytest.approx(-0.4 / 3)
+
+
+def test_qualitative_shows_the_worst_configuration_too():
+    from types import SimpleNamespace
+
+    from segbench.figures import _pick_configs
+
+    ranked = [SimpleNamespace(real=r, synth=m) for r, m in ((8, 8), (16, 0), (4, 4), (0, 16))]   # best first
+    assert _pick_configs(ranked) == [ranked[0], ranked[1], ranked[3]]
+    assert _pick_configs(ranked[:2]) == ranked[:2]
+
+
+def test_one_colour_map_for_every_figure():
+    from matplotlib.colors import to_rgb
+
+    from pairgen.core.colors import class_colors
+    from pairgen.datasets.cityscapes import CATEGORIES
+    from segbench.figures import _mask_cmap
+
+    colours = class_colors(CATEGORIES)
+    assert colours[0].tolist() == [0, 0, 0] and colours[CATEGORIES.index("flat")].tolist() == [128, 64, 128]
+    assert len({tuple(c) for c in colours.tolist()}) == len(CATEGORIES)   # distinguishable
+    assert class_colors(["background", "left lung"])[1].tolist() == [230, 25, 75]
+    cmap = _mask_cmap(list(CATEGORIES))
+    np.testing.assert_allclose([to_rgb(cmap(i)) for i in range(len(CATEGORIES))], colours / 255)

@@ -70,11 +70,11 @@ def make_workspace(ws: Path, **real_kwargs) -> Path:
     return ws
 
 
-def quick(**overrides) -> SegConfig:
+def quick(dataset: str = DATASET, **overrides) -> SegConfig:
     """A two-iteration schedule: tests of plumbing, not of learning."""
     values = dict(fold_id="fold1", max_iters=2, min_iters=1, patience=1, val_every=1, filters=4)
     values.update(overrides)
-    return make_config(DATASET, "tiny", **values)
+    return make_config(dataset, "tiny", **values)
 
 
 @pytest.fixture(scope="module")
@@ -297,3 +297,23 @@ def test_resume_may_change_only_how_a_run_executes(tmp_path: Path, monkeypatch: 
     moved = dataclasses.replace(resumed, real_shards=str(tmp_path / "moved"))
     assert execute(moved, ws, out, resume=True, show_progress=False) == out
     assert RunDir(out).is_complete() and RunDir(out).read_summary()["iterations"] == 3
+
+
+def test_refuses_an_augmentation_the_dataset_declares_unsafe(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    make_real_tree(ws / "scr-lung" / "fold1" / "real" / "32x32", n_train=4, n_val=2, n_test=2, dataset="scr-lung")
+    lung = dict(real_per_batch=4, synth_per_batch=0)
+    for aug in ("flip", "thesis-cityscapes", "shift=0.1,flip=0.2"):
+        with pytest.raises(UserError, match="flip is unsafe for scr-lung: .*left lung.*--allow-unsafe-aug"):
+            run(quick("scr-lung", aug=aug, **lung), ws, show_progress=False)
+    assert not (ws / "scr-lung" / "fold1" / "seg").exists()   # refused before any work
+    run_dir = run(quick("scr-lung", aug="flip", allow_unsafe_aug=True, **lung), ws, show_progress=False)
+    assert json.loads((run_dir / "config.json").read_text())["allow_unsafe_aug"] is True
+    run(quick("scr-lung", aug="thesis-lung", **lung), ws, show_progress=False)
+
+
+def test_road_scenes_and_unknown_datasets_accept_flips() -> None:
+    from segbench.augment import parse_spec, refuse_unsafe
+
+    for dataset in ("camvid", "cityscapes", "shapes", DATASET):
+        refuse_unsafe(parse_spec("flip"), dataset)
