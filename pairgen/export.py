@@ -41,6 +41,8 @@ from tqdm import tqdm
 
 from pairgen import shards
 from pairgen.core import workspace
+from pairgen.core.limits import require_disk, require_memory
+from pairgen.core.locks import LOCK_NAME, lock
 from pairgen.core.errors import UserError, writing
 from pairgen.presets import GANConfig
 from pairgen.core.devices import resolve_device
@@ -139,7 +141,7 @@ def _owner(name: str, world_size: int) -> int | None:
 
 def _prepare(out: Path, resume: bool, overwrite: bool, rank: int, world_size: int) -> None:
     """Refuse a non-empty output, or clear (overwrite) / tidy (resume) the files this rank owns."""
-    entries = sorted(out.iterdir())
+    entries = sorted(p for p in out.iterdir() if p.name != LOCK_NAME)
     mine = [p for p in entries if _owner(p.name, world_size) == rank]
     if not resume and not overwrite:
         foreign = [p for p in entries if _owner(p.name, world_size) is None]
@@ -213,7 +215,31 @@ def export_source(source: Source, out: Path, n: int, seed: int = 0, block_size: 
                   show_progress: bool = True, rank: int = 0, world_size: int = 1,
                   checkpoint: Path | None = None, writers: int | None = None) -> Path:
     """`export` for an already loaded generator (tests, benchmarks). Ranks other than 0 return without waiting for
-    the manifest unless torch.distributed is initialised (then every rank returns after it is written)."""
+    the manifest unless torch.distributed is initialised (then every rank returns after it is written).
+    The export's size is checked against the free disk and memory first; rank 0 owns `out` (a lock) throughout."""
+    _check_args(n, seed, block_size, samples_per_shard, resume, overwrite, rank, world_size, writers)
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    _check_size(source.config, n, samples_per_shard, Path(out))
+    dist = _dist()
+    lead = (dist.get_rank() if dist is not None and world_size == 1 else rank) == 0
+    with lock(out) if lead else nullcontext():   # a second export into the same --out is refused
+        return _export_source(source, out, n, seed, block_size, samples_per_shard, resume, overwrite, show_progress,
+                              rank, world_size, checkpoint, writers)
+
+
+def _check_size(config: Any, n: int, samples_per_shard: int, out: Path) -> None:
+    """Refuse an export whose shards cannot fit on the disk, or one shard in memory (lower bounds: the images,
+    latents and indices, which are stored uncompressed; the compressed masks are not counted)."""
+    stored = config.height * config.width * config.image_channels + config.z_dim * 4 + 8
+    in_memory = stored + config.height * config.width * (1 + 2 * config.mask_channels)
+    require_disk(n * stored, out, f"--n {n}")
+    require_memory(min(n, samples_per_shard) * in_memory, f"--samples-per-shard {samples_per_shard}")
+
+
+def _export_source(source: Source, out: Path, n: int, seed: int, block_size: int, samples_per_shard: int,
+                   resume: bool, overwrite: bool, show_progress: bool, rank: int, world_size: int,
+                   checkpoint: Path | None, writers: int | None) -> Path:
     dist = _dist()
     if dist is not None and world_size == 1:  # under torchrun: the process group says who writes what
         rank, world_size = dist.get_rank(), dist.get_world_size()

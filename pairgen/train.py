@@ -285,7 +285,10 @@ def launch(config: GANConfig, workspace: Path, resume_run: Path | None = None) -
     With `resume_run`, the run's own config.json is used (the `config` argument is ignored) and training
     continues from its newest checkpoint.
     """
+    from contextlib import nullcontext
+
     from pairgen.prepare import dataset_info, prepare  # lazy: adapters and image I/O are not needed to train
+    from pairgen.core.locks import lock
     from pairgen.core.workspace import new_numbered_dir, real_dir
 
     workspace = Path(workspace)
@@ -297,7 +300,8 @@ def launch(config: GANConfig, workspace: Path, resume_run: Path | None = None) -
         if rank == 0 and not (real / "train" / "manifest.json").is_file():
             real = prepare(config.dataset, config.root, config.fold, config.height, config.width,
                            structures=config.structures, workspace=workspace, train_fraction=config.train_fraction)
-        train(config, run_dir, distributed.broadcast_object(real), resume=True)
+        with lock(run_dir) if rank == 0 else nullcontext():   # a second `train --resume` is refused
+            train(config, run_dir, distributed.broadcast_object(real), resume=True)
         return run_dir
     channels, class_names = dataset_info(config.dataset, config.root, config.structures)
     config = dataclasses.replace(config, image_channels=int(channels), class_names=tuple(class_names))
@@ -308,5 +312,6 @@ def launch(config: GANConfig, workspace: Path, resume_run: Path | None = None) -
                        structures=config.structures, workspace=workspace, train_fraction=config.train_fraction)
         run_dir = new_numbered_dir(workspace / config.dataset / config.fold_id / "gan", config.preset)
     real, run_dir = distributed.broadcast_object((real, run_dir))
-    train(config, run_dir, real)
+    with lock(run_dir) if rank == 0 else nullcontext():
+        train(config, run_dir, real)
     return run_dir

@@ -56,12 +56,12 @@ def fold_label(fold: Any) -> str:
 
 def _shard_facts(directory: Path) -> dict[str, Any]:
     """Manifest attributes of a shard directory, completed from its first shard file (height, width, …)."""
-    from pairgen.shards import open_shard, read_attrs, read_manifest
+    from pairgen.shards import open_shard, read_attrs, read_manifest, shard_path
 
     manifest = read_manifest(directory)
     facts = dict(manifest.attrs)
     if manifest.shards:
-        with open_shard(Path(directory) / manifest.shards[0].file) as h5:
+        with open_shard(shard_path(Path(directory), manifest.shards[0].file)) as h5:
             for key, value in read_attrs(h5).items():
                 facts.setdefault(key, value)
     return facts
@@ -197,11 +197,14 @@ def resolve_config(ws: Path, preset: str = "auto", dataset: str | None = None, f
 
 
 def _load_real(plan: DataPlan) -> dict[str, ShardSet]:
-    splits = {split: load_shards(plan.real_parent / split) for split in ("train", "val", "test")}
+    # each split's manifest and every shard in it must say real, this split, this dataset (and the train's fold)
+    expect = {"kind": "real", "dataset": plan.dataset}
+    splits = {"train": load_shards(plan.real_parent / "train", expect={**expect, "split": "train"})}
+    expect["fold"] = splits["train"].attrs.get("fold")
+    splits.update({split: load_shards(plan.real_parent / split, expect={**expect, "split": split})
+                   for split in ("val", "test")})
     reference = splits["train"]
     for split, shardset in splits.items():
-        if shardset.attrs.get("kind") != "real":
-            raise UserError(f"{shardset.directory}: kind={shardset.attrs.get('kind')!r}, expected real shards")
         _check_same_layout(reference, shardset.images.shape[1:], shardset.class_names, shardset.directory)
     return splits
 
@@ -223,7 +226,7 @@ def _synth_source(config: SegConfig, plan: DataPlan, train: ShardSet, device: to
     if config.synth_per_batch == 0:
         return None
     if plan.synth_dir is not None:
-        synth = load_shards(plan.synth_dir)
+        synth = load_shards(plan.synth_dir, expect={"kind": "synthetic", "trained_dataset": plan.dataset})
         _check_same_layout(train, synth.images.shape[1:], synth.class_names, plan.synth_dir)
         return ShardSynthSource(synth, device)
     source = GeneratorSynthSource(plan.checkpoint, device)
@@ -237,7 +240,19 @@ def run(config: SegConfig, workspace: Path, out: Path | None = None, resume: boo
 
     resume: continue the run in `out` (its own config.json wins over `config`, except how it executes: the device
     and cuda_graph); a complete run is returned as is; an `out` without config.json starts fresh.
+    Rank 0 owns `out` (pairgen.core.locks) throughout: a second `run --out`/`--resume` on it is refused. A new
+    numbered run directory is unique by construction.
     """
+    from contextlib import nullcontext
+
+    from pairgen.core.locks import lock
+
+    rank, _ = distributed.init_from_env()
+    with lock(out) if out is not None and rank == 0 and not (resume and is_complete(Path(out))) else nullcontext():
+        return _run(config, workspace, out, resume, show_progress)
+
+
+def _run(config: SegConfig, workspace: Path, out: Path | None, resume: bool, show_progress: bool) -> Path:
     from segbench.augment import parse_spec
     from segbench.evaluate import write_per_image_csv, write_summary
     from segbench.mixing import MixedBatches, RealSource
@@ -261,7 +276,7 @@ def run(config: SegConfig, workspace: Path, out: Path | None = None, resume: boo
             return run_dir
         config = dataclasses.replace(SegConfig.load(run_dir / CONFIG_NAME), device=config.device,
                                      cuda_graph=config.cuda_graph)
-    if not resume and run_dir is not None and run_dir.is_dir() and any(run_dir.iterdir()):
+    if not resume and run_dir is not None and run_dir.is_dir() and any(p.name != ".lock" for p in run_dir.iterdir()):
         raise UserError(f"--out {run_dir}: not empty; pass --resume to continue that run or choose another folder")
     distributed.barrier()  # every rank has looked at --out before rank 0 writes into it
 
