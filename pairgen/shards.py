@@ -45,6 +45,7 @@ import numpy as np
 from pairgen import shardfilters
 from pairgen.core.errors import UserError
 from pairgen.core.files import atomic_write_bytes, atomic_write_json, sha256_file
+from pairgen.core.limits import MAX_SIDE
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -174,7 +175,6 @@ def write_manifest(directory: Path, attrs: dict[str, Any], shards: Iterable[Shar
 
 # what a manifest or shard may declare; checked before any array is read (a 10 KB file can declare terabytes)
 MAX_SAMPLES = 1 << 31
-MAX_SIDE = 16384
 # manifest attributes and the types they must have when present (JSON: fold may be a number or a fold id)
 ATTR_TYPES: dict[str, tuple[type, ...]] = {
     "kind": (str,), "dataset": (str,), "split": (str,), "fold": (str, int), "class_names": (list,),

@@ -220,6 +220,22 @@ def _check_same_layout(reference: ShardSet, shape: tuple[int, ...], class_names:
                         f"{reference.class_names} ({reference.directory})")
 
 
+def _check_batch_memory(config: SegConfig, train: ShardSet, device: torch.device) -> None:
+    """Refuse K + M so large that one minibatch cannot fit: a lower bound, the float32 input pairs and the first
+    level's two feature maps, kept for the backward pass (the deeper levels add about as much again)."""
+    from pairgen.core.limits import human, require_memory
+
+    height, width, channels = train.images.shape[1:]
+    need = (config.real_per_batch + config.synth_per_batch) * height * width * 4 * (channels + 1 + 2 * config.filters)
+    what = f"--real {config.real_per_batch} --synth {config.synth_per_batch} ({height}×{width} pairs)"
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+        if need > free:
+            raise UserError(f"{what}: needs about {human(need)} of GPU memory, {human(free)} free")
+    else:
+        require_memory(need, what)
+
+
 def _synth_source(config: SegConfig, plan: DataPlan, train: ShardSet, device: torch.device):
     from segbench.mixing import GeneratorSynthSource, ShardSynthSource
 
@@ -289,6 +305,7 @@ def _run(config: SegConfig, workspace: Path, out: Path | None, resume: bool, sho
     label = run_label(config.real_per_batch, config.synth_per_batch, not spec.is_identity)
     device = resolve_device(config.device)
     real = _load_real(plan)
+    _check_batch_memory(config, real["train"], device)
     synth = _synth_source(config, plan, real["train"], device)   # refuses mismatches before a run dir exists
 
     if run_dir is None:
