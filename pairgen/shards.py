@@ -391,7 +391,8 @@ def _declared_bytes(h5: h5py.File, with_raw: bool) -> int:
         if name == "full_masks":
             total += int(np.prod(h5["full_shapes"][:].astype(np.int64), axis=1).sum()) if "full_shapes" in h5 else 0
         else:
-            total += int(np.prod(ds.shape, dtype=np.int64)) * max(ds.dtype.itemsize, 8)
+            # strings (case_id) become Python objects: count ~64 bytes each
+            total += int(np.prod(ds.shape, dtype=np.int64)) * (64 if ds.dtype.kind in "OSUV" else ds.dtype.itemsize)
     return total
 
 

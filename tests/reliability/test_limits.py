@@ -88,3 +88,15 @@ def test_report_skips_a_run_with_a_malformed_seed(tmp_path: Path, seed) -> None:
     assert [r.path for r in runs] == [good]
     if seed is not None:   # null: no seed recorded, read as 0 (the default), a duplicate of the good run
         assert any(s["run"] == str(bad) and "seed" in s["reason"] for s in skipped), skipped
+
+
+def test_a_sample_sheet_of_a_billion_pairs_is_one_line() -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-m", "pairgen", "sample", "--n", "1000000000"], capture_output=True,
+                          text=True, timeout=120, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: --n 1000000000: a sample sheet shows 1..1024 pairs (use `pairgen export` for more)")

@@ -189,3 +189,12 @@ def test_late_crash_is_now_an_early_one_line_error(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert "spacing_mm of sample 2" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (ws / DATASET / "fold1" / "seg").exists()   # refused before any run directory exists
+
+
+def test_shards_larger_than_the_free_memory_are_refused(split: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 4 samples: images 4×32×32, masks 4×32×32, full masks 4×64×64, index/spacing/case ids: about 27 KB declared
+    monkeypatch.setattr("pairgen.core.limits.available_memory", lambda: 40_000)
+    with pytest.raises(UserError, match=r"its shards declare 2\d\.\d KB of arrays, which: needs about"):
+        shards.load_shards(split)
+    monkeypatch.setattr("pairgen.core.limits.available_memory", lambda: 60_000)
+    assert len(shards.load_shards(split)) == 4
