@@ -233,7 +233,8 @@ def _check_size(config: Any, n: int, samples_per_shard: int, out: Path) -> None:
     latents and indices, which are stored uncompressed; the compressed masks are not counted)."""
     stored = config.height * config.width * config.image_channels + config.z_dim * 4 + 8
     in_memory = stored + config.height * config.width * (1 + 2 * config.mask_channels)
-    require_disk(n * stored, out, f"--n {n}")
+    present = sum(p.stat().st_size for p in out.glob("shard-*.h5")) if out.is_dir() else 0   # kept or replaced
+    require_disk(n * stored - present, out, f"--n {n}")
     require_memory(min(n, samples_per_shard) * in_memory, f"--samples-per-shard {samples_per_shard}")
 
 

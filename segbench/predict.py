@@ -117,7 +117,9 @@ def evaluate_test(model: torch.nn.Module, test: ShardSet, config: SegConfig,
     height, width = test.masks.shape[1:]
     full = ground_truth(test)
     preds_full, preds_low = [], []
-    for i, logits in enumerate(predict_logits(model, test.images, device, config.eval_batch, config.amp)):
+    # one image per forward pass, as `segbench predict` does: which images share a batch changes the float
+    # rounding (~1e-6 on CPU), enough to flip a near-tie pixel, and predict must reproduce these metrics exactly
+    for i, logits in enumerate(predict_logits(model, test.images, device, 1, config.amp)):
         preds_full.append(predict_full(logits, full[i].shape, single_object))
         preds_low.append(predict_full(logits, (height, width), single_object))
     rows, summary = score_test(test, preds_full, single_object)
