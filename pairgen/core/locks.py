@@ -1,6 +1,6 @@
 """Advisory locks: one process at a time owns a run or output folder.
 
-`with lock(directory):` creates `directory/.lock` with O_EXCL holding the owner's pid and host. A second writer
+`with lock(directory):` creates `directory/.lock`, a symbolic link to "host:pid" (atomic and exclusive). A second writer
 (another `pairgen export --out`, `train --resume`, `segbench run --resume` on the same folder) gets a one-line
 UserError naming the owner. A lock left by a process that died on this host is taken over, with a message on
 stderr; a lock held from another host is never taken over (its pid means nothing here): remove it by hand.
@@ -9,7 +9,6 @@ Advisory: readers (report, verify) ignore it; it guards writers against each oth
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
@@ -33,41 +32,40 @@ def _alive(pid: int) -> bool:
 
 
 def _owner(path: Path) -> dict | None:
+    """{'pid', 'host'} of a lock, None when `path` is not a lock this module wrote."""
     try:
-        owner = json.loads(path.read_text())
-        return owner if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else None
+        host, _, pid = os.readlink(path).rpartition(":")
+        return {"pid": int(pid), "host": host}
     except (OSError, ValueError):
         return None
 
 
 def acquire(directory: Path) -> Path:
-    """Create directory/.lock for this process (the directory is created); UserError when another owns it."""
+    """Create directory/.lock for this process (the directory is created); UserError when another owns it.
+
+    The lock is a symbolic link whose target names the owner ("host:pid"): created atomically and exclusively
+    like an O_EXCL file, and it needs no data block, so it works on a full disk (where the command must still
+    get as far as its one-line "disk full" error)."""
     directory = Path(directory)
     with writing(directory):
         directory.mkdir(parents=True, exist_ok=True)
     path = directory / LOCK_NAME
     me = {"pid": os.getpid(), "host": socket.gethostname()}
     for _ in range(3):
-        try:
-            with writing(path):   # a read-only or full folder: one StorageError line
-                try:
-                    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                except FileExistsError:
-                    fd = None
-        except UserError:
-            raise
-        if fd is not None:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(me, handle)
-            return path
+        with writing(path):   # a read-only folder: one StorageError line
+            try:
+                os.symlink(f"{me['host']}:{me['pid']}", path)
+                return path
+            except FileExistsError:
+                pass
         owner = _owner(path)
-        if owner is None:   # being written this instant, or garbage: a live writer fills it at once
-            raise UserError(f"{directory}: locked by another process ({path} unreadable; remove it if no "
-                            "process is using this folder)")
+        if owner is None:
+            raise UserError(f"{directory}: {path} exists but is not a lock of this tool; remove it if no process is "
+                            "using this folder")
         if owner == me:
             raise UserError(f"{directory}: already locked by this process")
-        if owner.get("host") != me["host"] or _alive(owner["pid"]):
-            raise UserError(f"{directory}: in use by process {owner['pid']} on {owner.get('host')} "
+        if owner["host"] != me["host"] or _alive(owner["pid"]):
+            raise UserError(f"{directory}: in use by process {owner['pid']} on {owner['host']} "
                             f"(lock {path}); wait for it to finish")
         print(f"taking over the stale lock {path} of process {owner['pid']} (no longer running)", file=sys.stderr)
         path.unlink(missing_ok=True)
