@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -30,7 +31,10 @@ def open_image(path: Path) -> Image.Image:
     GIF/TIFF. The pixel count is checked from the header first (MAX_IMAGE_PIXELS: a small file can declare a huge
     image); every decoding problem is a one-line UserError naming the file."""
     try:
-        with Image.open(path) as handle:
+        with warnings.catch_warnings():   # PIL warns from 89 M pixels; MAX_IMAGE_PIXELS is the limit here
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            handle = Image.open(path)
+        with handle:
             if handle.width * handle.height > MAX_IMAGE_PIXELS:
                 raise UserError(f"{path}: {handle.width}×{handle.height} pixels, more than the {MAX_IMAGE_PIXELS} "
                                 "any reader here accepts (a decompression bomb, or an image to downscale first)")
