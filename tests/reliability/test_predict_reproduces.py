@@ -80,10 +80,11 @@ def test_shapes_run_reproduced_from_its_files(tmp_path: Path) -> None:
 CAMVID = SHARED_DATA / "camvid"
 
 
+@pytest.mark.slow       # ~5 min on 2 cores: prepare, a 4-iteration run, 101 frames scored twice with distances
 @pytest.mark.realdata
 @pytest.mark.skipif(not CAMVID.is_dir(), reason=f"{CAMVID} absent")
 def test_camvid_run_reproduced_from_its_files(tmp_path: Path) -> None:
-    """A tiny CamVid run (32×64, scored at 360×480 with void ignored) and its 233 test frames from their files."""
+    """A tiny CamVid run (32×64, scored at 360×480 with void ignored) and its 101 test frames from their files."""
     ws = tmp_path / "ws"
     prepare("camvid", str(CAMVID), 1, 32, 64, workspace=ws, show_progress=False)
     config = make_config("camvid", "tiny", fold_id="fold1", real_per_batch=4, synth_per_batch=0, max_iters=4,
