@@ -259,16 +259,21 @@ def run(config: SegConfig, workspace: Path, out: Path | None = None, resume: boo
     Rank 0 owns `out` (pairgen.core.locks) throughout: a second `run --out`/`--resume` on it is refused. A new
     numbered run directory is unique by construction.
     """
-    from contextlib import nullcontext
+    from contextlib import ExitStack
 
     from pairgen.core.locks import lock
 
     rank, _ = distributed.init_from_env()
-    with lock(out) if out is not None and rank == 0 and not (resume and is_complete(Path(out))) else nullcontext():
-        return _run(config, workspace, out, resume, show_progress)
+    with ExitStack() as held:
+        if out is not None and rank == 0 and not (resume and is_complete(Path(out))):
+            held.enter_context(lock(out))
+        return _run(config, workspace, out, resume, show_progress, held)
 
 
-def _run(config: SegConfig, workspace: Path, out: Path | None, resume: bool, show_progress: bool) -> Path:
+def _run(config: SegConfig, workspace: Path, out: Path | None, resume: bool, show_progress: bool,
+         held: Any) -> Path:
+    """`run` inside its lock; `held` (an ExitStack) takes the lock of a new numbered run directory."""
+    from pairgen.core.locks import lock
     from segbench.augment import parse_spec
     from segbench.evaluate import write_per_image_csv, write_summary
     from segbench.mixing import MixedBatches, RealSource
@@ -312,6 +317,8 @@ def _run(config: SegConfig, workspace: Path, out: Path | None, resume: bool, sho
         run_dir = distributed.on_rank0(lambda: new_numbered_dir(ws / plan.dataset / plan.fold_id / "seg", label))
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if out is None:
+            held.enter_context(lock(run_dir))   # a `run --resume --out` on it meanwhile is refused
         if not resuming:
             config.save(run_dir / CONFIG_NAME)
 

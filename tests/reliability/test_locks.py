@@ -119,3 +119,23 @@ def test_second_gan_resume_is_refused_in_one_line(tmp_path: Path) -> None:
         proc.wait()
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
     assert f"in use by process {proc.pid}" in result.stderr
+
+
+def test_a_numbered_run_holds_its_folder_while_it_trains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run started without --out owns its new numbered folder too: a `run --resume --out` on it is refused."""
+    import segbench.train
+    from segbench.run import run
+
+    ws = make_workspace(tmp_path / "ws")
+    train = segbench.train.train_segmentation
+    seen: list[bool] = []
+
+    def resume_meanwhile(config, model, batches, val, run_dir, **kwargs):
+        seen.append((Path(run_dir) / ".lock").is_symlink())
+        with pytest.raises(UserError, match="already locked by this process"):
+            run(quick(), ws, out=run_dir, resume=True, show_progress=False)
+        return train(config, model, batches, val, run_dir, **kwargs)
+
+    monkeypatch.setattr(segbench.train, "train_segmentation", resume_meanwhile)
+    run_dir = run(quick(), ws, show_progress=False)
+    assert seen == [True] and not (run_dir / ".lock").is_symlink()   # released at the end
