@@ -109,6 +109,9 @@ def train(
     distributed.cleanup()
 
 
+MAX_SHEET_PAIRS = 1024
+
+
 @app.command()
 def sample(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Generator checkpoint (default: newest run)."),
@@ -125,6 +128,8 @@ def sample(
     from pairgen.sheets import sample_sheet
     from pairgen.core.workspace import workspace_root
 
+    if not 1 <= n <= MAX_SHEET_PAIRS:   # a sheet of 1e9 pairs was a MemoryError traceback
+        raise UserError(f"--n {n}: a sample sheet shows 1..{MAX_SHEET_PAIRS} pairs (use `pairgen export` for more)")
     path = resolve_checkpoint(workspace_root(workspace), checkpoint)
     generator, config, _ = load_generator(path, device=resolve_device(device))
     sample_sheet(generator, config, n, seed, out, device=resolve_device(device))

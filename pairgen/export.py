@@ -42,6 +42,8 @@ from tqdm import tqdm
 from pairgen import shards
 from pairgen.core import distributed, workspace
 from pairgen.core.config import FrozenConfig
+from pairgen.core.limits import require_disk, require_memory
+from pairgen.core.locks import LOCK_NAME, lock
 from pairgen.core.errors import UserError, writing
 from pairgen.presets import GANConfig
 from pairgen.core.devices import resolve_device
@@ -196,7 +198,7 @@ def _owner(name: str, world_size: int) -> int | None:
 
 def _prepare(out: Path, resume: bool, overwrite: bool, rank: int, world_size: int) -> None:
     """Refuse a non-empty output, or clear (overwrite) / tidy (resume) the files this rank owns."""
-    entries = sorted(out.iterdir())
+    entries = sorted(p for p in out.iterdir() if p.name != LOCK_NAME)
     mine = [p for p in entries if _owner(p.name, world_size) == rank]
     if not resume and not overwrite:
         foreign = [p for p in entries if _owner(p.name, world_size) is None]
@@ -264,7 +266,31 @@ def export_source(source: Source, out: Path, n: int, show_progress: bool = True,
 
 
 def _export(source: Source, config: ExportConfig, show_progress: bool, rank: int, world_size: int) -> Path:
-    """Write `config`'s shards with a loaded generator: this rank's shards, then (rank 0) the manifest."""
+    """Write `config`'s shards with a loaded generator: this rank's shards, then (rank 0) the manifest. The export's
+    size is checked against the free disk and memory first; rank 0 owns `out` (a lock) throughout."""
+    config.check()
+    out = Path(str(config.out))
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    _check_size(source.config, config.n, config.samples_per_shard, out)
+    dist = _dist()
+    lead = (dist.get_rank() if dist is not None and world_size == 1 else rank) == 0
+    with lock(out) if lead else nullcontext():   # a second export into the same --out is refused
+        return _write_export(source, config, show_progress, rank, world_size)
+
+
+def _check_size(config: Any, n: int, samples_per_shard: int, out: Path) -> None:
+    """Refuse an export whose shards cannot fit on the disk, or one shard in memory (lower bounds: the images,
+    latents and indices, which are stored uncompressed; the compressed masks are not counted)."""
+    stored = config.height * config.width * config.image_channels + config.z_dim * 4 + 8
+    in_memory = stored + config.height * config.width * (1 + 2 * config.mask_channels)
+    present = sum(p.stat().st_size for p in out.glob("shard-*.h5")) if out.is_dir() else 0   # kept or replaced
+    require_disk(n * stored - present, out, f"--n {n}")
+    require_memory(min(n, samples_per_shard) * in_memory, f"--samples-per-shard {samples_per_shard}")
+
+
+def _write_export(source: Source, config: ExportConfig, show_progress: bool, rank: int, world_size: int) -> Path:
+    """_export's work, under its lock."""
     dist = _dist()
     if dist is not None and world_size == 1:  # under torchrun: the process group says who writes what
         rank, world_size = dist.get_rank(), dist.get_world_size()

@@ -20,7 +20,7 @@ class PairData:
     """The training split in memory on the device: images uint8 N×C×H×W, masks uint8 N×H×W (no per-step I/O)."""
 
     def __init__(self, directory: Path, config: GANConfig, device: torch.device) -> None:
-        shard_set = load_shards(directory)
+        shard_set = load_shards(directory, expect={"kind": "real", "split": "train"})
         n, height, width, channels = shard_set.images.shape
         if n == 0:
             raise UserError(f"{directory}: the training split holds no pairs")

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from pairgen import shards
 from pairgen.datasets.base import Case, DatasetAdapter, get_adapter
+from pairgen.datasets.imageio import resize_image
 from pairgen.core.errors import UserError
 from pairgen.splits import SPLIT_NAMES, split_cases
 from pairgen.core.workspace import fold_id as workspace_fold_id, real_dir, workspace_root
@@ -46,16 +47,6 @@ def dataset_info(dataset: str, root: str | None, structures: tuple[str, ...] = (
     """(image channels, class_names) without reading the images (folder reads one image header)."""
     adapter = make_adapter(dataset, root, structures)
     return int(adapter.channels), list(adapter.class_names)
-
-
-def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """float32 H×W×C in [0,1] → uint8 height×width×C (0..255), anti-aliased."""
-    rows, cols = image.shape[:2]
-    resample = Image.Resampling.BOX if height <= rows and width <= cols else Image.Resampling.BILINEAR
-    planes = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c], np.float32)).resize((width, height),
-                                                                                                  resample))
-              for c in range(image.shape[2])]
-    return np.clip(np.rint(np.stack(planes, axis=2) * 255.0), 0, 255).astype(np.uint8)
 
 
 def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -110,14 +101,32 @@ def check_dataset(dataset: str, root: str | None, structures: tuple[str, ...] = 
         return [str(exc)]
     problems = errors + warnings
     n_classes = len(adapter.class_names)
-    # keep only the top id of each mask: full-size samples piling up in finished futures could exhaust memory
-    top_id = lambda c: int(c.load().mask.max(initial=0))  # noqa: E731
-    for case, result in _parallel(top_id, cases, f"check {dataset}", None):
+    # keep only the ids present in each mask: full-size samples piling up in finished futures could exhaust memory
+    present: set[int] = set()
+    for case, result in _parallel(lambda c: _ids(c.load().mask), cases, f"check {dataset}", None):
         if isinstance(result, UserError):
             problems.append(str(result))
-        elif result >= n_classes:   # adapters map ids; this guards against a broken adapter
-            problems.append(f"case {case.case_id}: mask id {result} but only {n_classes} classes")
+        elif (top := max(result, default=0)) >= n_classes:   # adapters map ids; this guards a broken adapter
+            problems.append(f"case {case.case_id}: mask id {top} but only {n_classes} classes")
+        else:
+            present.update(result)
+    if cases and not problems and (problem := _one_class_problem(present, len(cases))):
+        problems.append(f"{dataset}: {problem}")
     return problems
+
+
+def _ids(mask: np.ndarray) -> set[int]:
+    """The class ids present in a uint8 mask."""
+    return set(np.flatnonzero(np.bincount(mask.ravel(), minlength=256)).tolist())
+
+
+def _one_class_problem(present: set[int], n_cases: int) -> str | None:
+    """A dataset whose masks hold one class only (typically no foreground: misread masks, e.g. a palette that maps
+    the foreground index to the background colour) trains nothing; None when at least two classes appear."""
+    if len(present) >= 2:
+        return None
+    what = "no foreground at all (every pixel is class 0)" if present <= {0} else f"only class {min(present)}"
+    return f"the masks of all {n_cases} cases hold {what}; check how they are stored (docs/DATASETS.md)"
 
 
 def _already_prepared(out: Path, params: dict[str, Any]) -> bool:
@@ -136,7 +145,7 @@ def _already_prepared(out: Path, params: dict[str, Any]) -> bool:
 def _convert(case: Case, height: int, width: int, full: bool) -> dict[str, Any]:
     sample = case.load()
     item = {"image": resize_image(sample.image, height, width), "mask": resize_mask(sample.mask, height, width),
-            "spacing": sample.spacing_mm, "case_id": case.case_id}
+            "spacing": sample.spacing_mm, "case_id": case.case_id, "ids": _ids(sample.mask)}
     if full:
         item["full_mask"] = sample.mask
     return item
@@ -211,6 +220,9 @@ def prepare(dataset: str, root: str | None, fold: int, height: int, width: int, 
             problems.append(str(result))
         else:
             converted[case.case_id] = result
+    if not problems and (problem := _one_class_problem(set().union(*(c["ids"] for c in converted.values())),
+                                                       len(converted))):
+        problems.append(problem)
     if problems:
         shown = "; ".join(problems[:3]) + (" …" if len(problems) > 3 else "")
         raise UserError(f"{len(problems)} problem(s) in the {dataset} data, nothing written: {shown}")

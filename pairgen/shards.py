@@ -28,6 +28,7 @@ of raw size on generator output); images, latents and the rest are stored uncomp
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -46,6 +47,7 @@ import numpy as np
 from pairgen import shardfilters
 from pairgen.core.errors import UserError
 from pairgen.core.files import atomic_write_bytes, atomic_write_json, sha256_file
+from pairgen.core.limits import MAX_SIDE
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)   # 2 added the optional `quality` dataset; version 1 shards read unchanged
@@ -175,19 +177,81 @@ def write_manifest(directory: Path, attrs: dict[str, Any], shards: Iterable[Shar
     return manifest
 
 
+# what a manifest or shard may declare; checked before any array is read (a 10 KB file can declare terabytes)
+MAX_SAMPLES = 1 << 31
+# manifest attributes and the types they must have when present (JSON: fold may be a number or a fold id)
+ATTR_TYPES: dict[str, tuple[type, ...]] = {
+    "kind": (str,), "dataset": (str,), "split": (str,), "fold": (str, int), "class_names": (list,),
+    "generator_sha256": (str,), "trained_dataset": (str,), "trained_fold": (str, int), "n_expected": (int,),
+    "seed": (int,), "samples_per_shard": (int,),
+}
+# attributes every shard must share with its manifest (and with what the caller asked for)
+AGREED_ATTRS = ("schema_version", "kind", "dataset", "split", "fold", "class_names", "generator_sha256",
+                "trained_dataset", "trained_fold")
+_INFO_TYPES = {"file": str, "n": int, "sha256": str, "first_index": int, "last_index": int}
+
+
+def _is(value: Any, types: tuple[type, ...]) -> bool:
+    return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+
+
+def _manifest_problem(raw: Any) -> str | None:
+    """The first way a parsed manifest.json breaks the format (field types and ranges), None when it is fine."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("shards"), list):
+        return "not an object with a 'shards' list"
+    for key, types in ATTR_TYPES.items():
+        if raw.get(key) is not None and not _is(raw[key], types):
+            return f"field {key!r} is {raw[key]!r}, expected {' or '.join(t.__name__ for t in types)}"
+    if "class_names" in raw and not (len(raw["class_names"]) >= 2 and all(isinstance(c, str) for c in raw["class_names"])):
+        return f"class_names {raw['class_names']!r}: expected a list of at least two names"
+    if "kind" in raw and raw["kind"] not in KINDS:
+        return f"kind {raw['kind']!r} is not one of {KINDS}"
+    if raw.get("n_expected") is not None and not 0 <= raw["n_expected"] <= MAX_SAMPLES:
+        return f"n_expected {raw['n_expected']} outside 0..{MAX_SAMPLES}"
+    names: set[str] = set()
+    for entry in raw["shards"]:
+        if not isinstance(entry, dict) or set(entry) != set(_INFO_TYPES):
+            return f"shard entry {entry!r}: expected exactly the fields {sorted(_INFO_TYPES)}"
+        for key, kind in _INFO_TYPES.items():
+            if not _is(entry[key], (kind,)):
+                return f"shard entry field {key!r} is {entry[key]!r}, expected {kind.__name__}"
+        if not 0 <= entry["n"] <= MAX_SAMPLES:
+            return f"shard {entry['file']!r} declares {entry['n']} samples (limit {MAX_SAMPLES})"
+        if entry["file"] in names:
+            return f"shard {entry['file']!r} is listed twice"
+        names.add(entry["file"])
+    return None
+
+
 def read_manifest(directory: Path) -> Manifest:
+    """The manifest of a shard directory, every field type-checked (UserError naming the file otherwise)."""
     path = Path(directory) / MANIFEST_NAME
     if not path.is_file():
         raise UserError(f"{path}: no manifest (not a shard directory, or an export that never finished)")
     try:
         raw = json.loads(path.read_text())
-        shards = [ShardInfo(**s) for s in raw.pop("shards")]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         raise UserError(f"{path}: unreadable manifest ({exc})") from None
+    if (problem := _manifest_problem(raw)) is not None:
+        raise UserError(f"{path}: {problem}")
+    shards = [ShardInfo(**s) for s in raw.pop("shards")]
     raw.pop("n_samples", None)
     if raw.get("schema_version") not in READABLE_VERSIONS:
         raise UserError(f"{path}: schema_version {raw.get('schema_version')}, this tool reads {READABLE_VERSIONS}")
     return Manifest(raw, shards)
+
+
+def shard_path(directory: Path, name: str) -> Path:
+    """directory/name for a manifest entry: a plain file name inside the directory, never a path (`../x.h5`,
+    `/abs.h5`, `a/b.h5`) nor a symbolic link leading out of it (UserError otherwise)."""
+    directory = Path(directory)
+    if (not name or name in (".", "..") or any(c in name for c in "/\\\0") or os.path.isabs(name)
+            or Path(name).name != name):
+        raise UserError(f"{directory / MANIFEST_NAME}: shard name {name!r} is not a plain file name in the folder")
+    path = directory / name
+    if path.is_symlink() and path.resolve().parent != directory.resolve():
+        raise UserError(f"{path}: a symbolic link leading out of the shard folder (to {path.resolve()})")
+    return path
 
 
 def read_attrs(h5: h5py.File) -> dict[str, Any]:
@@ -293,46 +357,143 @@ def _check_same_shapes(path: Path, h5: h5py.File, reference: dict[str, tuple]) -
     return None
 
 
-def load_shards(directory: Path, verify_checksums: bool = True, with_raw: bool = False) -> ShardSet:
-    """Read a complete shard directory into memory, checking manifest, checksums and schema.
+def attr_problems(attrs: dict[str, Any], reference: dict[str, Any], source: str) -> list[str]:
+    """Every AGREED_ATTRS value of a shard's `attrs` that differs from `reference` (named `source` in the text)."""
+    return [f"attribute {key}={attrs.get(key)!r}, {source} says {reference[key]!r}"
+            for key in AGREED_ATTRS if key in reference and attrs.get(key) != reference[key]]
 
+
+def _layout_problems(h5: h5py.File, attrs: dict[str, Any]) -> list[str]:
+    """The images' shape against the shard's height/width/channels attributes and MAX_SIDE (metadata only)."""
+    if "images" not in h5:
+        return []
+    shape = tuple(int(v) for v in h5["images"].shape[1:])
+    declared = tuple(attrs.get(k) for k in ("height", "width", "channels"))
+    problems = []
+    if h5["images"].shape[0] and None not in declared and declared != shape:
+        problems.append(f"images are {'×'.join(map(str, shape))} but the attributes say "
+                        f"{'×'.join(map(str, declared))} (H×W×C)")
+    if max(shape[:2], default=0) > MAX_SIDE or (len(shape) > 2 and shape[2] not in (1, 3)):
+        problems.append(f"images declared {'×'.join(map(str, shape))} (H×W×C): beyond {MAX_SIDE} pixels a side "
+                        "or not 1 or 3 channels")
+    return problems
+
+
+def _full_shapes_problem(shapes: np.ndarray) -> str | None:
+    if len(shapes) and (shapes.min() < 1 or shapes.max() > MAX_SIDE):
+        return f"full_shapes holds sizes outside 1..{MAX_SIDE}"
+    return None
+
+
+def _declared_bytes(h5: h5py.File, with_raw: bool) -> int:
+    """Bytes that reading the shard would allocate, from the datasets' declared shapes (nothing read but
+    full_shapes, N×2)."""
+    total = 0
+    for name in h5:
+        if name in ("masks_raw", "latents") and not with_raw:
+            continue
+        ds = h5[name]
+        if name == "full_masks":
+            total += int(np.prod(h5["full_shapes"][:].astype(np.int64), axis=1).sum()) if "full_shapes" in h5 else 0
+        else:
+            # strings (case_id) become Python objects: count ~64 bytes each
+            total += int(np.prod(ds.shape, dtype=np.int64)) * (64 if ds.dtype.kind in "OSUV" else ds.dtype.itemsize)
+    return total
+
+
+def value_problems(n_classes: int, masks: np.ndarray, full_masks: list[np.ndarray] | None = None,
+                   spacing_mm: np.ndarray | None = None) -> list[str]:
+    """The value ranges training and evaluation rely on: mask and full-mask ids < n_classes; spacing rows all
+    finite and > 0, or all unknown (NaN) for every sample (a mix would turn mm distances into pixels midway)."""
+    problems = []
+    if masks.size and (top := int(masks.max())) >= n_classes:
+        problems.append(f"mask value {top} but only {n_classes} classes (0..{n_classes - 1})")
+    if full_masks and (top := max(int(m.max(initial=0)) for m in full_masks)) >= n_classes:
+        problems.append(f"full-resolution mask value {top} but only {n_classes} classes (0..{n_classes - 1})")
+    if spacing_mm is not None and len(spacing_mm):
+        spacing = np.asarray(spacing_mm, np.float64)
+        unknown = np.isnan(spacing).all(axis=1)
+        good = np.isfinite(spacing).all(axis=1) & (spacing > 0).all(axis=1)
+        if not (good | unknown).all() or (unknown.any() and not unknown.all()):
+            bad = int(np.flatnonzero(~good)[0])
+            problems.append(f"spacing_mm of sample {bad} is {spacing[bad].tolist()}: expected finite values > 0 "
+                            "(or unknown for every sample)")
+    return problems
+
+
+def load_shards(directory: Path, verify_checksums: bool = True, with_raw: bool = False,
+                expect: dict[str, Any] | None = None) -> ShardSet:
+    """Read a complete shard directory into memory: THE trusted reader every command uses.
+
+    Before any array is read: the manifest's field types; shard names (plain file names inside `directory`, no
+    duplicates, no symbolic link leading out); checksums; each shard's schema and its attributes (AGREED_ATTRS)
+    against the manifest, and the manifest's against `expect` (what the caller asked for, e.g.
+    {"kind": "real", "split": "test", "dataset": "scr-lung"}); per-sample shapes across shards; the declared size
+    against MAX_SIDE and the memory available. After reading: `value_problems` and unique sample indices.
+    Everything fails as one-line UserErrors naming the file.
     `with_raw` also loads masks_raw and latents of synthetic shards (large; segbench trains on `masks`).
     `verify_checksums=False` is for files the caller trusts: libhdf5 can loop forever on some damaged bytes, and
     the checksum is what keeps those from ever reaching it.
     """
+    from pairgen.core.limits import human, require_memory
+
     directory = Path(directory)
     manifest = read_manifest(directory)
     if not manifest.shards:
         raise UserError(f"{directory}: manifest lists no shards")
-    parts: dict[str, list] = {}
+    if problems := attr_problems(manifest.attrs, dict(expect or {}), "the command"):
+        raise UserError(f"{directory / MANIFEST_NAME}: {problems[0]}")
     reference: dict[str, tuple] = {}
+    paths, total = [], 0
     for info in manifest.shards:
-        path = directory / info.file
+        path = shard_path(directory, info.file)
         if not path.is_file():
             raise UserError(f"{path}: listed in the manifest but missing")
         if verify_checksums and sha256_file(path) != info.sha256:
             raise UserError(f"{path}: sha256 does not match the manifest (corrupt or modified shard)")
         with open_shard(path) as h5:
             try:
+                attrs = read_attrs(h5)
                 n = h5["sample_index"].shape[0]
-                mismatch = _check_same_shapes(path, h5, reference)
-                if n == info.n and mismatch is None:
-                    _read_into(h5, parts, with_raw)
+                problems = attr_problems(attrs, manifest.attrs, "the manifest") + _layout_problems(h5, attrs)
+                if (mismatch := _check_same_shapes(path, h5, reference)) is not None:
+                    problems.append(mismatch)
+                if n != info.n:
+                    problems.append(f"holds {n} samples, manifest says {info.n}")
+                if not problems and "full_shapes" in h5 and (bad := _full_shapes_problem(h5["full_shapes"][:])):
+                    problems.append(bad)
+                total += _declared_bytes(h5, with_raw) if not problems else 0
             except Exception as exc:  # damaged HDF5 structures raise RuntimeError, OSError, KeyError, ValueError…
                 raise UserError(f"{path}: unreadable data ({exc.__class__.__name__}: {str(exc)[:100]})") from None
-            if n != info.n:
-                raise UserError(f"{path}: holds {n} samples, manifest says {info.n}")
-            if mismatch is not None:
-                raise UserError(f"{path}: {mismatch}")
+        if problems:
+            raise UserError(f"{path}: {problems[0]}")
+        paths.append(path)
+    # the arrays, then one concatenated copy of them
+    require_memory(2 * total, f"{directory}: its shards declare {human(total)} of arrays, which")
+    parts: dict[str, list] = {}
+    for path in paths:
+        with open_shard(path) as h5:
+            try:
+                _read_into(h5, parts, with_raw)
+            except Exception as exc:  # damaged HDF5 structures raise RuntimeError, OSError, KeyError, ValueError…
+                raise UserError(f"{path}: unreadable data ({exc.__class__.__name__}: {str(exc)[:100]})") from None
     arrays = {k: (v if k in ("full_masks", "case_id") else np.concatenate(v)) for k, v in parts.items()}
-    attrs = dict(manifest.attrs)
-    return ShardSet(directory=directory, attrs=attrs, **arrays)
+    shard_set = ShardSet(directory=directory, attrs=dict(manifest.attrs), **arrays)
+    problems = value_problems(len(shard_set.class_names), shard_set.masks, shard_set.full_masks, shard_set.spacing_mm)
+    if len(np.unique(shard_set.sample_index)) != len(shard_set):
+        problems.append("sample_index holds duplicates")
+    if problems:
+        raise UserError(f"{directory}: {problems[0]} (`pairgen verify {directory}` lists every problem)")
+    return shard_set
+
+
+_FIELDS = {f.name for f in dataclasses.fields(ShardSet)}
 
 
 def _read_into(h5: h5py.File, parts: dict[str, list], with_raw: bool) -> None:
     for name in h5:
-        if name in ("masks_raw", "latents") and not with_raw:
-            continue
+        if (name in ("masks_raw", "latents") and not with_raw) or (name not in _FIELDS and name != "full_shapes"):
+            continue   # optional datasets this reader does not use are skipped, not refused
         if name == "full_masks":
             shapes = h5["full_shapes"][:]
             flat = h5["full_masks"][:]
@@ -358,7 +519,11 @@ def verify_directory(directory: Path) -> list[str]:
         if stray not in listed:
             problems.append(f"{directory / stray}: not listed in the manifest")
     for info in manifest.shards:
-        path = directory / info.file
+        try:
+            path = shard_path(directory, info.file)
+        except UserError as exc:
+            problems.append(str(exc))
+            continue
         if not path.is_file():
             problems.append(f"{path}: listed in the manifest but missing")
             continue
@@ -368,7 +533,7 @@ def verify_directory(directory: Path) -> list[str]:
         check = _shard_problems_guarded if trusted else _shard_problems_isolated
         problems.extend(f"{path}: {p}" for p in check(path, info, manifest, seen, reference))
     expected = manifest.attrs.get("n_expected")
-    if expected is not None and sorted(seen) != list(range(int(expected))):
+    if expected is not None and (len(seen) != expected or (seen and (min(seen), max(seen)) != (0, expected - 1))):
         missing = int(expected) - len(seen)
         problems.append(f"{directory}: sample indices are not exactly 0…{int(expected) - 1} ({missing} missing)")
     return problems
@@ -444,17 +609,25 @@ def _shard_problems(path: Path, info: ShardInfo, manifest: Manifest, seen: dict[
             problems.append(f"sample_index spans {int(index.min())}…{int(index.max())}, manifest says "
                             f"{info.first_index}…{info.last_index}")
         attrs = read_attrs(h5)
-        for key in ("kind", "dataset", "fold", "class_names", "generator_sha256", "trained_dataset", "trained_fold"):
-            if key in manifest.attrs and attrs.get(key) != manifest.attrs[key]:
-                problems.append(f"attribute {key}={attrs.get(key)!r}, manifest says {manifest.attrs[key]!r}")
+        problems += attr_problems(attrs, manifest.attrs, "manifest") + _layout_problems(h5, attrs)
         for value in index.tolist():
             if value in seen:
                 problems.append(f"sample_index {value} also in {seen[value]}")
             seen[value] = info.file
-        if "masks" in h5 and "class_names" in attrs and h5["masks"].shape[0]:
-            top = int(h5["masks"][:].max())
-            if top >= len(attrs["class_names"]):
-                problems.append(f"mask value {top} but only {len(attrs['class_names'])} classes")
+        if "full_shapes" in h5 and (bad := _full_shapes_problem(h5["full_shapes"][:])):
+            return problems + [bad]
+        if problems or "masks" not in h5 or not isinstance(attrs.get("class_names"), list):
+            return problems
+        from pairgen.core.limits import require_memory
+
+        try:   # the same value checks as load_shards, shard by shard
+            require_memory(2 * _declared_bytes(h5, with_raw=False), "its arrays")
+        except UserError as exc:
+            return problems + [str(exc)]
+        arrays: dict[str, list] = {}
+        _read_into(h5, arrays, with_raw=False)
+        problems += value_problems(len(attrs["class_names"]), arrays["masks"][0], arrays.get("full_masks"),
+                                   arrays["spacing_mm"][0] if "spacing_mm" in arrays else None)
     return problems
 
 

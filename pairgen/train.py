@@ -313,7 +313,10 @@ def launch(config: GANConfig, workspace: Path, resume_run: Path | None = None) -
     With `resume_run`, the run's own config.json is used (the `config` argument is ignored) and training
     continues from its newest checkpoint.
     """
+    from contextlib import nullcontext
+
     from pairgen.prepare import prepare  # lazy: adapters and image I/O are not needed to train
+    from pairgen.core.locks import lock
     from pairgen.core.workspace import new_numbered_dir, real_dir
 
     workspace = Path(workspace)
@@ -325,7 +328,7 @@ def launch(config: GANConfig, workspace: Path, resume_run: Path | None = None) -
         if rank == 0 and not (real / "train" / "manifest.json").is_file():
             real = prepare(config.dataset, config.root, config.fold, config.height, config.width,
                            structures=config.structures, workspace=workspace, train_fraction=config.train_fraction)
-        with _keeping_work(run_dir, workspace) as stop:
+        with lock(run_dir) if rank == 0 else nullcontext(), _keeping_work(run_dir, workspace) as stop:
             train(config, run_dir, distributed.broadcast_object(real), resume=True, stop=stop)
         return run_dir
     real = run_dir = None
@@ -334,7 +337,7 @@ def launch(config: GANConfig, workspace: Path, resume_run: Path | None = None) -
                        structures=config.structures, workspace=workspace, train_fraction=config.train_fraction)
         run_dir = new_numbered_dir(workspace / config.dataset / config.fold_id / "gan", config.preset)
     real, run_dir = distributed.broadcast_object((real, run_dir))
-    with _keeping_work(run_dir, workspace) as stop:
+    with lock(run_dir) if rank == 0 else nullcontext(), _keeping_work(run_dir, workspace) as stop:
         train(config, run_dir, real, stop=stop)
     return run_dir
 

@@ -43,7 +43,7 @@ def resolution_ceiling(test_dir: Path, out: Path | None = None) -> dict[str, Any
     from segbench.postprocess import predict_full
     from segbench.predict import score_test
 
-    test = load_shards(Path(test_dir))
+    test = load_shards(Path(test_dir), expect={"kind": "real"})
     if test.full_masks is None:
         raise UserError(f"{test_dir}: no full-resolution masks (a real test split written by `pairgen prepare`): "
                         "the ceiling at the training resolution itself is 1 by definition")

@@ -153,15 +153,19 @@ def evaluate(
     pred: Path = typer.Option(..., "--pred", help="Folder of predicted masks (PNG/GIF), matched by file stem."),
     gt: Path = typer.Option(..., "--gt", help="Folder of ground-truth masks (PNG/GIF)."),
     spacing: Optional[str] = typer.Option(None, "--spacing", help="Pixel spacing in mm: 'S' or 'ROW,COL'."),
-    classes: Optional[str] = typer.Option(None, "--classes", help="Comma list of class names, background first."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Comma list of class names, background first "
+                                          "(default: those `segbench predict` recorded in --pred)."),
     out: Path = typer.Option(Path("evaluation"), "--out", help="Where per_image.csv and summary.json go."),
+    metrics: str = typer.Option("all", "--metrics", help="all | overlap (Dice, IoU, mIoU; no distance metrics)."),
+    void: str = typer.Option("auto", "--void", help="ignore | count predictions on void (class 0) ground truth; "
+                             "auto: ignore for Cityscapes/CamVid runs (from --pred's classes.json)."),
 ) -> None:
     """Score any folder of predicted masks against ground truth with segbench's metrics."""
     from segbench.evaluate import evaluate_folders, parse_spacing
     from segbench.report import print_summary
 
     class_names = [c.strip() for c in classes.split(",")] if classes else None
-    summary = evaluate_folders(pred, gt, parse_spacing(spacing), class_names, out)
+    summary = evaluate_folders(pred, gt, parse_spacing(spacing), class_names, out, metrics=metrics, void=void)
     print_summary(summary, title=f"{pred} vs {gt}", console=console)
     console.print(f"[green]✓[/] per_image.csv and summary.json in {out}")
 

@@ -18,10 +18,12 @@ from tqdm import tqdm
 
 from pairgen.core.errors import UserError
 from pairgen.core.files import atomic_write_bytes, atomic_write_json
-from segbench.metrics import ConfusionMatrix, human_object_classes, case_metrics, summarize
+from segbench.metrics import ConfusionMatrix, case_metrics, drop_void, human_object_classes, summarize
 
 MASK_SUFFIXES = (".png", ".gif")
 DEFAULT_CLASS_NAMES = ("background", "foreground")
+
+CLASSES_NAME = "classes.json"     # beside predicted masks: {"class_names": [...], "run": RUN, "dataset": ...}
 
 
 def _spacing_list(spacings: Sequence[Any] | None, case_ids: Sequence[str]) -> list[tuple[float, ...] | None] | None:
@@ -40,11 +42,15 @@ def _spacing_list(spacings: Sequence[Any] | None, case_ids: Sequence[str]) -> li
 
 
 def evaluate_predictions(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray], case_ids: Sequence[str],
-                         spacings: Sequence[Any] | None, class_names: Sequence[str]) -> tuple[list[dict], dict]:
+                         spacings: Sequence[Any] | None, class_names: Sequence[str], ignore_void: bool = False,
+                         distances: bool = True) -> tuple[list[dict], dict]:
     """Score predicted label maps against ground truth, one image at a time.
 
     preds, gts: uint8 H×W class ids in [0, len(class_names)), equal shapes per case (evaluation resolution).
     spacings: per-case (row, col) mm, or None (unknown: distances in pixels, `spacing_known: false`).
+    ignore_void: predictions on pixels whose ground truth is class 0 count for nothing (`metrics.drop_void`;
+    Cityscapes/CamVid convention; summary 'void': 'ignored' | 'counted'; confusion also holds the mIoU by the other
+    rule). distances=False skips the distance metrics (hausdorff, hd95, assd: most of the time on large images).
 
     Returns (rows, summary). rows[i] = {'case': case_ids[i], **case_metrics(...)}. summary = {
       n_cases, class_names, spacing_known, distance_unit ('mm' | 'px'),
@@ -68,26 +74,32 @@ def evaluate_predictions(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray],
     for i, (pred, gt, case) in enumerate(cases):
         spacing = spacing_per_case[i] if spacing_per_case else None
         try:
-            rows.append({"case": str(case), **case_metrics(pred, gt, spacing, class_names)})
-            if confusion is not None:
+            if confusion is not None:   # as predicted: the matrix gives mIoU by either void rule
                 confusion.update(pred, gt)
+            pred = drop_void(pred, gt) if ignore_void else pred
+            rows.append({"case": str(case), **case_metrics(pred, gt, spacing, class_names, distances)})
         except ValueError as exc:
             raise ValueError(f"case {case!r}: {exc}") from None
     metrics = summarize(rows)
     summary: dict[str, Any] = {
         "n_cases": len(rows),
         "class_names": class_names,
+        "void": "ignored" if ignore_void else "counted",
         "spacing_known": spacing_per_case is not None,
         "distance_unit": "mm" if spacing_per_case is not None else "px",
         "metrics": metrics,
         "n_undefined": {name: entry["n_undefined"] for name, entry in metrics.items()},
     }
     if confusion is not None:
-        ious = confusion.iou_per_class()
-        dataset_level = {"iou_per_class": dict(zip(class_names, map(float, ious))), "miou": confusion.miou()}
+        ious = confusion.iou_per_class(ignore_void)
+        other = "miou_void_counted" if ignore_void else "miou_void_ignored"
+        dataset_level = {"iou_per_class": dict(zip(class_names, map(float, ious))),
+                         "miou": confusion.miou(ignore_void_gt=ignore_void),
+                         other: confusion.miou(ignore_void_gt=not ignore_void)}   # the other rule, for comparison
         excluded = human_object_classes(class_names)
         if excluded is not None:
-            dataset_level["miou_excl_human_object"] = confusion.miou(exclude=sorted(excluded))
+            dataset_level["miou_excl_human_object"] = confusion.miou(exclude=sorted(excluded),
+                                                                     ignore_void_gt=ignore_void)
         summary["confusion"] = dataset_level
     return rows, summary
 
@@ -190,57 +202,61 @@ def _mask_files(directory: Path, role: str) -> dict[str, Path]:
 def read_mask(path: Path, n_classes: int) -> np.ndarray:
     """A PNG/GIF mask → uint8 H×W class ids in [0, n_classes); UserError naming the file otherwise.
 
-    Grey values are class ids; palette images use the grey level when the palette is grey (and tells the used
-    indices apart), else the palette index (colour-palette label maps); a mask holding only 0 and 255 is binary
-    and read as 0/1.
+    Read by pairgen's one label reader (`pairgen.datasets.imageio.read_label_image`, as `pairgen prepare` reads
+    masks: palette images through their colours, grey values as ids); a mask holding only 0 and 255 is binary and
+    read as 0/1.
     """
-    from PIL import Image, UnidentifiedImageError
+    from pairgen.datasets.imageio import read_label_image
 
-    try:
-        with Image.open(path) as image:
-            image.seek(0)                      # first frame of an animated GIF
-            if image.mode == "P":
-                values = np.asarray(image)
-                palette = np.asarray(image.getpalette() or [], dtype=np.int64).reshape(-1, 3)
-                used = np.unique(values)
-                grey = used.max() < len(palette) and np.all(palette[used] == palette[used][:, :1])
-                # grey palette with distinct levels (e.g. a 0/255 GIF stored as indices 0/1): use the levels
-                if grey and len(np.unique(palette[used, 0])) == len(used):
-                    values = palette[:, 0][values]
-            else:
-                values = np.asarray(image.convert("RGB") if image.mode in ("CMYK", "YCbCr") else image)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable image ({exc})") from None
-    values = np.asarray(values)
-    if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
-        raise UserError(f"{path}: non-integer pixel values; a mask must hold class ids")
-    values = values.astype(np.int64)
-    if values.ndim == 3:
-        colour = values[..., : 3 if values.shape[-1] >= 3 else 1]      # drop alpha
-        if np.any(colour != colour[..., :1]):
-            raise UserError(f"{path}: colour mask; save class ids as a greyscale or palette image")
-        values = colour[..., 0]
-    if values.ndim != 2:
-        raise UserError(f"{path}: expected a 2-D mask, got shape {values.shape}")
+    values = read_label_image(path)
     if n_classes <= 255 and np.isin(values, (0, 255)).all():
         values = values // 255                 # 0/255 binary mask
-    if values.size and (values.min() < 0 or values.max() >= n_classes):
-        bad = int(values.max() if values.max() >= n_classes else values.min())
-        raise UserError(f"{path}: label value {bad} outside the {n_classes} classes (0..{n_classes - 1})")
-    return values.astype(np.uint8)
+    if values.size and values.max() >= n_classes:
+        raise UserError(f"{path}: label value {int(values.max())} outside the {n_classes} classes (0..{n_classes - 1})")
+    return values
+
+
+METRIC_SETS = ("all", "overlap")   # overlap: dice, iou, mIoU only (no distance transforms)
+
+
+def _prediction_facts(pred_dir: Path) -> dict[str, Any]:
+    """pred_dir/classes.json as `segbench predict` writes it ({} when absent); UserError when malformed."""
+    import json
+
+
+    path = pred_dir / CLASSES_NAME
+    if not path.is_file():
+        return {}
+    try:
+        facts = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable ({exc})") from None
+    names = facts.get("class_names") if isinstance(facts, dict) else None
+    if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names)):
+        raise UserError(f"{path}: expected {{\"class_names\": [background, ...]}} with at least two names")
+    return facts
 
 
 def evaluate_folders(pred_dir: Path, gt_dir: Path, spacing_mm: tuple[float, float] | None,
-                     class_names: list[str] | None, out: Path) -> dict:
+                     class_names: list[str] | None, out: Path, metrics: str = "all", void: str = "auto") -> dict:
     """Score every predicted mask in `pred_dir` against the mask with the same file stem in `gt_dir`.
 
-    Masks are PNG or GIF label maps (see `read_mask`); class_names default to background/foreground; one
-    spacing (row, col) mm for all cases, or None for pixel distances. Every stem must be present in both folders
-    (scoring a subset silently would bias the benchmark). Writes out/per_image.csv and out/summary.json and
+    Masks are PNG or GIF label maps (see `read_mask`); class_names default to those `segbench predict` recorded
+    in pred_dir/classes.json, else background/foreground; one spacing (row, col) mm for all cases, or None for
+    pixel distances. Every stem must be present in both folders (scoring a subset silently would bias the
+    benchmark). metrics: 'all' or 'overlap' (no distances). void: 'ignore' | 'count' | 'auto' (ignore for the
+    Cityscapes/CamVid runs classes.json names, else count). Writes out/per_image.csv and out/summary.json and
     returns the summary (`evaluate_predictions` plus pred_dir and gt_dir).
     """
+    from segbench.metrics import VOID_RULES, ignores_void
+
     pred_dir, gt_dir, out = Path(pred_dir), Path(gt_dir), Path(out)
-    class_names = list(class_names) if class_names else list(DEFAULT_CLASS_NAMES)
+    if metrics not in METRIC_SETS:
+        raise UserError(f"--metrics must be one of {', '.join(METRIC_SETS)}, not {metrics!r}")
+    if void not in VOID_RULES:
+        raise UserError(f"--void must be one of {', '.join(VOID_RULES)}, not {void!r}")
+    facts = _prediction_facts(pred_dir) if pred_dir.is_dir() else {}
+    class_names = list(class_names or facts.get("class_names") or DEFAULT_CLASS_NAMES)
     if len(class_names) < 2:
         raise UserError(f"need at least two class names (background first), got {class_names}")
     if spacing_mm is not None and (len(spacing_mm) != 2 or not all(math.isfinite(s) and s > 0 for s in spacing_mm)):
@@ -262,7 +278,9 @@ def evaluate_folders(pred_dir: Path, gt_dir: Path, spacing_mm: tuple[float, floa
         pred_masks.append(pred)
         gt_masks.append(gt)
     spacings = None if spacing_mm is None else [tuple(spacing_mm)] * len(matched)
-    rows, summary = evaluate_predictions(pred_masks, gt_masks, matched, spacings, class_names)
+    rows, summary = evaluate_predictions(pred_masks, gt_masks, matched, spacings, class_names,
+                                         ignore_void=ignores_void(facts.get("dataset"), void),
+                                         distances=metrics == "all")
     summary = {**summary, "pred_dir": str(pred_dir), "gt_dir": str(gt_dir)}
     out.mkdir(parents=True, exist_ok=True)
     write_per_image_csv(rows, out / "per_image.csv")

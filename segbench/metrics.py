@@ -145,7 +145,7 @@ def _check_labels(labels: np.ndarray, n_classes: int, what: str) -> np.ndarray:
 
 
 def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing_mm: Sequence[float] | None,
-                 class_names: Sequence[str]) -> dict[str, float]:
+                 class_names: Sequence[str], distances: bool = True) -> dict[str, float]:
     """Metrics of one image: `pred`, `gt` are uint8 H×W class ids in [0, len(class_names)); class 0 is background.
 
     One foreground class (len(class_names) == 2): keys dice, iou, hausdorff_mm, hd95_mm, assd_mm.
@@ -157,6 +157,7 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing_mm: Sequence[float] |
     (NaN when there is none). Class 0 (background / Cityscapes 'void') never enters mIoU, as in the Cityscapes
     benchmark, although the networks are trained with it as one of their channels (thesis: 8 channels incl. void).
     Spacing None → distances in pixels; the keys keep their _mm names and the summary records spacing_known.
+    distances=False: dice and iou (and mIoU) only.
     """
     n_classes = len(class_names)
     if n_classes < 2:
@@ -170,11 +171,13 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing_mm: Sequence[float] |
         pred_c, gt_c = pred == c, gt == c
         suffix = "" if n_classes == 2 else "_" + metric_suffix(class_names[c])
         if n_classes > 2 and not pred_c.any() and not gt_c.any():
-            values = dict.fromkeys(("dice", "iou", "hausdorff_mm", "hd95_mm", "assd_mm"), float("nan"))
+            values = dict.fromkeys(("dice", "iou", "hausdorff_mm", "hd95_mm", "assd_mm")[:5 if distances else 2],
+                                   float("nan"))
         else:
-            values = {"dice": dice(pred_c, gt_c), "iou": iou(pred_c, gt_c),
-                      "hausdorff_mm": hausdorff(pred_c, gt_c, spacing_mm),
-                      "hd95_mm": hd95(pred_c, gt_c, spacing_mm), "assd_mm": assd(pred_c, gt_c, spacing_mm)}
+            values = {"dice": dice(pred_c, gt_c), "iou": iou(pred_c, gt_c)}
+            if distances:
+                values.update(hausdorff_mm=hausdorff(pred_c, gt_c, spacing_mm), hd95_mm=hd95(pred_c, gt_c, spacing_mm),
+                              assd_mm=assd(pred_c, gt_c, spacing_mm))
             ious[c] = values["iou"]
         row.update({name + suffix: value for name, value in values.items()})
     if n_classes > 2:
@@ -184,6 +187,24 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing_mm: Sequence[float] |
             kept = [value for c, value in ious.items() if c not in excluded]
             row["miou_excl_human_object"] = float(np.mean(kept)) if kept else float("nan")
     return row
+
+
+# Road-scene benchmarks (Cityscapes, CamVid) score only pixels with a known label: a prediction on a pixel whose
+# ground truth is void (class 0) is neither right nor wrong. The other datasets' class 0 is a real background.
+VOID_DATASETS = ("cityscapes", "camvid")
+VOID_RULES = ("auto", "ignore", "count")
+
+
+def ignores_void(dataset: str | None, rule: str = "auto") -> bool:
+    """Whether void ground truth is ignored: rule 'ignore' / 'count', or 'auto' = by dataset (VOID_DATASETS)."""
+    if rule not in VOID_RULES:
+        raise ValueError(f"void rule must be one of {VOID_RULES}, not {rule!r}")
+    return rule == "ignore" or (rule == "auto" and str(dataset) in VOID_DATASETS)
+
+
+def drop_void(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """`pred` with class 0 wherever `gt` is void (class 0): those pixels then count for no class (uint8 H×W)."""
+    return np.where(gt == 0, np.uint8(0), pred).astype(pred.dtype, copy=False)
 
 
 class ConfusionMatrix:

@@ -3,7 +3,8 @@
 `segbench predict --run RUN --images DIR --out DIR` writes one PNG per input image, at the input's own
 resolution, holding CLASS IDS (0 = background, 1 = first foreground class, …) — not 0/255 — so the files feed
 `segbench evaluate` and other tools unchanged (a binary mask looks black in an image viewer; scale it for display).
-Pipeline per image: to the model's channels (gray ↔ RGB) → anti-aliased resize to the training resolution →
+Pipeline per image: read and resized exactly as `pairgen prepare` does (pairgen.datasets.imageio: to the
+model's channels, PIL box filter to the training resolution) →
 [-1, 1] → U-Net → bicubic upsampling of the logits back to the image's size → labels → largest connected
 component for single-object tasks (thesis section 4.2).
 """
@@ -23,6 +24,7 @@ from pairgen.core.devices import resolve_device
 from pairgen.core.errors import UserError
 from pairgen.shards import ShardSet
 from pairgen.core.files import atomic_write_bytes
+from segbench.evaluate import CLASSES_NAME
 from segbench.mixing import uint8_to_model
 from segbench.presets import SegConfig
 from segbench.rundir import RunDir
@@ -61,6 +63,7 @@ def load_weights(run_dir: Path, device: torch.device) -> tuple[UNet, dict[str, A
     payload = load_state(path, "weights")
     try:
         meta = payload["meta"]
+        _check_meta(meta)
         model = UNet(meta["in_channels"], n_outputs_for(meta["n_classes"]), meta["depth"], meta["filters"],
                      meta["pooling"])
         model.load_state_dict(payload["state_dict"])
@@ -68,6 +71,21 @@ def load_weights(run_dir: Path, device: torch.device) -> tuple[UNet, dict[str, A
         raise UserError(f"{path}: not a segbench weights file ({exc.__class__.__name__}: "
                         f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
     return model.to(device).eval(), meta
+
+
+def _check_meta(meta: dict[str, Any]) -> None:
+    """ValueError unless weights.pt's meta can rebuild a network and size its inputs (before anything is built)."""
+    from pairgen.core.limits import MAX_SIDE
+
+    ranges = {"in_channels": (1, 3), "n_classes": (2, 256), "depth": (1, 8), "filters": (1, 4096),
+              "height": (1, MAX_SIDE), "width": (1, MAX_SIDE)}
+    for key, (low, high) in ranges.items():
+        value = meta[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"meta {key}={value!r} outside {low}..{high}")
+    names = meta["class_names"]
+    if not isinstance(names, list) or len(names) != meta["n_classes"] or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"meta class_names {names!r} do not name the {meta['n_classes']} classes")
 
 
 @torch.no_grad()
@@ -98,7 +116,9 @@ def evaluate_test(model: torch.nn.Module, test: ShardSet, config: SegConfig,
     height, width = test.masks.shape[1:]
     full = ground_truth(test)
     preds_full, preds_low = [], []
-    logits_per_case = tqdm(predict_logits(model, test.images, device, config.eval_batch, config.amp),
+    # one image per forward pass, as `segbench predict` does: which images share a batch changes the float
+    # rounding (~1e-6 on CPU), enough to flip a near-tie pixel, and predict must reproduce these metrics exactly
+    logits_per_case = tqdm(predict_logits(model, test.images, device, 1, config.amp),
                            total=len(test.images), desc="evaluate", unit="case", disable=None, leave=False)
     for i, logits in enumerate(logits_per_case):
         preds_full.append(predict_full(logits, full[i].shape, single_object))
@@ -122,13 +142,16 @@ def case_ids(test: ShardSet) -> list[str]:
 def score_test(test: ShardSet, preds: list[np.ndarray], single_object: bool) -> tuple[list[dict], dict[str, Any]]:
     """Score label maps (uint8, one per case, shaped like `ground_truth(test)`) against a real test split:
     per-image rows and the summary of `evaluate_predictions` (distances in mm where the split has spacing),
-    with the whole-split confusion numbers as 'confusion', postprocess_lcc and evaluated_at."""
+    with the whole-split confusion numbers as 'confusion', postprocess_lcc and evaluated_at. Void ground truth is
+    ignored for the datasets of `metrics.VOID_DATASETS` (Cityscapes, CamVid)."""
     from segbench.evaluate import evaluate_predictions
+    from segbench.metrics import ignores_void
 
     spacings = None
     if test.full_masks is not None and test.spacing_mm is not None:
         spacings = [tuple(map(float, s)) for s in test.spacing_mm]
-    rows, summary = evaluate_predictions(preds, ground_truth(test), case_ids(test), spacings, test.class_names)
+    rows, summary = evaluate_predictions(preds, ground_truth(test), case_ids(test), spacings, test.class_names,
+                                         ignore_void=ignores_void(test.attrs.get("dataset")))
     if isinstance(summary.get("dataset"), dict):   # whole-dataset confusion numbers; 'dataset' names the dataset
         summary["confusion"] = summary.pop("dataset")
     summary.update(postprocess_lcc=bool(single_object),
@@ -136,51 +159,20 @@ def score_test(test: ShardSet, preds: list[np.ndarray], single_object: bool) -> 
     return rows, summary
 
 
-def _read_image(path: Path, channels: int) -> np.ndarray:
-    """An image file as uint8 H×W×channels (gray ↔ RGB converted; 16-bit scaled to 8 bit by its dtype range)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.seek(0)   # first frame of animated GIF/TIFF
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(image, dtype=np.float64)
-                top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-                image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
-            array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
-    return array[..., None] if array.ndim == 2 else array
-
-
-def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """uint8 H×W×C → uint8 height×width×C, anti-aliased when shrinking (as shards are prepared)."""
-    if image.shape[:2] == (height, width):
-        return image
-    from skimage.transform import resize
-
-    out = resize(image.astype(np.float32), (height, width), order=1, anti_aliasing=True, preserve_range=True)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+def _run_setting(run_dir: Path, key: str) -> Any:
+    """A field of the run's config.json, None when absent or unreadable."""
+    return (RunDir(run_dir).read_config() or {}).get(key)
 
 
 def _single_object(run_dir: Path, n_classes: int) -> bool:
     """The run's largest-component setting: its config's postprocess_lcc, else on for one foreground class."""
-    setting = (RunDir(run_dir).read_config() or {}).get("postprocess_lcc")
+    setting = _run_setting(run_dir, "postprocess_lcc")
     return bool(setting) if setting is not None else n_classes == 2
 
 
-def predict_folder(run_dir: Path, images: Path, out: Path, device: str = "auto") -> int:
-    """Predict a mask for every image in `images` (a folder, or one file) into `out`/<stem>.png; returns the count.
-
-    Masks are uint8 PNGs of class ids at each input image's own resolution.
-    """
-    from PIL import Image
-
-    from segbench.postprocess import predict_full
-
-    resolved = resolve_device(device)
-    model, meta = load_weights(Path(run_dir), resolved)
-    images = Path(images)
+def _input_files(images: Path, out: Path) -> list[Path]:
+    """The images to predict, refusing before any work: an --out that holds them (its masks would overwrite
+    them) and inputs whose masks would share a name (b.gif and b.jpg both → b.png)."""
     if images.is_file():
         files = [images]
     elif images.is_dir():
@@ -189,21 +181,47 @@ def predict_folder(run_dir: Path, images: Path, out: Path, device: str = "auto")
         raise UserError(f"--images {images}: no such file or folder")
     if not files:
         raise UserError(f"--images {images}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
+    if out.exists() and any(p.parent.resolve() == out.resolve() for p in files):
+        raise UserError(f"--out {out}: holds the input images; choose another folder (masks would overwrite them)")
+    stems: dict[str, Path] = {}
+    for path in files:
+        if path.stem in stems:
+            raise UserError(f"--images {images}: {stems[path.stem].name} and {path.name} would both be written as "
+                            f"{path.stem}.png; rename one")
+        stems[path.stem] = path
+    return files
+
+
+def predict_folder(run_dir: Path, images: Path, out: Path, device: str = "auto") -> int:
+    """Predict a mask for every image in `images` (a folder, or one file) into `out`/<stem>.png; returns the count.
+
+    Masks are uint8 PNGs of class ids at each input image's own resolution; `out`/classes.json records the run's
+    class names (which `segbench evaluate` reads). Images are read and resized exactly as `pairgen prepare` does
+    (pairgen.datasets.imageio), so a run's own test images give the masks the run was scored with.
+    """
+    from PIL import Image
+
+    from pairgen.core.files import atomic_write_json
+    from pairgen.datasets.imageio import read_image, resize_image
+    from segbench.postprocess import predict_full
+
+    images, out = Path(images), Path(out)
+    resolved = resolve_device(device)
+    model, meta = load_weights(Path(run_dir), resolved)
+    files = _input_files(images, out)
     out.mkdir(parents=True, exist_ok=True)
     single_object = _single_object(Path(run_dir), int(meta["n_classes"]))
-    written: set[str] = set()
+    amp = _run_setting(Path(run_dir), "amp") is not False   # as the run's own test evaluation
     for path in files:
-        image = _read_image(path, int(meta["in_channels"]))
-        small = _resize(image, int(meta["height"]), int(meta["width"]))
-        logits = next(predict_logits(model, small[None], resolved))
+        image = read_image(path, int(meta["in_channels"]))
+        small = resize_image(image, int(meta["height"]), int(meta["width"]))
+        logits = next(predict_logits(model, small[None], resolved, amp=amp))
         mask = predict_full(logits, image.shape[:2], single_object)
-        # a.png and a.jpg would collide on the stem: the second keeps its full name
-        name = f"{path.stem}.png" if path.stem not in written else f"{path.name}.png"
-        written.add(path.stem)
         buffer = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8)).save(buffer, format="PNG")
-        atomic_write_bytes(out / name, buffer.getvalue())
+        atomic_write_bytes(out / f"{path.stem}.png", buffer.getvalue())
+    atomic_write_json(out / CLASSES_NAME, {"class_names": list(meta["class_names"]), "run": str(run_dir),
+                                           "dataset": _run_setting(Path(run_dir), "dataset")})
     return len(files)

@@ -129,13 +129,25 @@ def load_run(path: Path) -> Run | str:
         return "per_image.csv has no test images"
     # a low-data subset (fold1-frac10) is tested on its fold's test images: pair by fold1, keep frac10 apart
     fold_id, _, fraction = str(merged.get("fold_id", "fold1")).partition("-")
-    generator = merged.get("synth_source") == "generator" and int(merged["synth_per_batch"]) > 0
-    synth_filter = merged.get("synth_filter") if int(merged["synth_per_batch"]) > 0 else None   # never pool
+    try:   # hand-edited or damaged files: a reason to skip the run, not a traceback
+        seed, real, synth = (_count(merged, key) for key in ("seed", "real_per_batch", "synth_per_batch"))
+    except ValueError as exc:
+        return f"summary.json/config.json: {exc}"
+    generator = merged.get("synth_source") == "generator" and synth > 0
+    synth_filter = merged.get("synth_filter") if synth > 0 else None   # never pool filtered with unfiltered runs
     variant = "-".join(str(v) for v in (merged.get("preset"), fraction, "generator" if generator else None,
                                         synth_filter) if v)
-    return Run(path=path, dataset=str(merged["dataset"]), fold_id=fold_id, seed=int(merged.get("seed", 0)),
-               real=int(merged["real_per_batch"]), synth=int(merged["synth_per_batch"]),
+    return Run(path=path, dataset=str(merged["dataset"]), fold_id=fold_id, seed=seed, real=real, synth=synth,
                aug=str(merged.get("aug") or "none"), rows=rows, summary=summary, variant=variant)
+
+
+def _count(fields: dict[str, Any], key: str) -> int:
+    """fields[key] (default 0) as a non-negative int; ValueError naming the field otherwise (1.0 passes, 1.5 not)."""
+    value = fields.get(key, 0)
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value != int(value) or value < 0):
+        raise ValueError(f"{key} is {value!r}, expected a non-negative integer")
+    return int(value)
 
 
 def find_runs(paths: list[Path]) -> tuple[list[Run], list[dict[str, str]]]:

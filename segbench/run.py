@@ -64,12 +64,12 @@ def fold_label(fold: Any) -> str:
 
 def _shard_facts(directory: Path) -> dict[str, Any]:
     """Manifest attributes of a shard directory, completed from its first shard file (height, width, …)."""
-    from pairgen.shards import open_shard, read_attrs, read_manifest
+    from pairgen.shards import open_shard, read_attrs, read_manifest, shard_path
 
     manifest = read_manifest(directory)
     facts = dict(manifest.attrs)
     if manifest.shards:
-        with open_shard(Path(directory) / manifest.shards[0].file) as h5:
+        with open_shard(shard_path(Path(directory), manifest.shards[0].file)) as h5:
             for key, value in read_attrs(h5).items():
                 facts.setdefault(key, value)
     return facts
@@ -250,13 +250,19 @@ def _workspace_flag(ws: Path) -> str:
 
 
 def _load_real(plan: DataPlan) -> dict[str, ShardSet]:
-    splits = {split: load_shards(plan.real_parent / split)   # disable=None: a bar on a terminal only
-              for split in tqdm(SPLITS, desc=f"load {plan.dataset} real shards", unit="split", disable=None,
-                                leave=False)}
+    # each split's manifest and every shard in it must say real, this split, this dataset (and the train's fold)
+    expect = {"kind": "real", "dataset": plan.dataset}
+    progress = tqdm(total=len(SPLITS), desc=f"load {plan.dataset} real shards", unit="split", disable=None,
+                    leave=False)   # disable=None: a bar on a terminal only
+    splits = {"train": load_shards(plan.real_parent / "train", expect={**expect, "split": "train"})}
+    progress.update()
+    expect["fold"] = splits["train"].attrs.get("fold")
+    for split in ("val", "test"):
+        splits[split] = load_shards(plan.real_parent / split, expect={**expect, "split": split})
+        progress.update()
+    progress.close()
     reference = splits["train"]
     for split, shardset in splits.items():
-        if shardset.attrs.get("kind") != "real":
-            raise UserError(f"{shardset.directory}: kind={shardset.attrs.get('kind')!r}, expected real shards")
         _check_same_layout(reference, shardset.images.shape[1:], shardset.class_names, shardset.directory)
     return splits
 
@@ -272,13 +278,30 @@ def _check_same_layout(reference: ShardSet, shape: tuple[int, ...], class_names:
                         f"{reference.class_names} ({reference.directory})")
 
 
+def _check_batch_memory(config: SegConfig, train: ShardSet, device: torch.device) -> None:
+    """Refuse K + M so large that one minibatch cannot fit: a lower bound, the float32 input pairs and the first
+    level's two feature maps, kept for the backward pass (the deeper levels add about as much again)."""
+    from pairgen.core.limits import human, require_memory
+
+    height, width, channels = train.images.shape[1:]
+    need = (config.real_per_batch + config.synth_per_batch) * height * width * 4 * (channels + 1 + 2 * config.filters)
+    what = f"--real {config.real_per_batch} --synth {config.synth_per_batch} ({height}×{width} pairs)"
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+        if need > free:
+            raise UserError(f"{what}: needs about {human(need)} of GPU memory, {human(free)} free")
+    else:
+        require_memory(need, what)
+
+
 def _synth_source(config: SegConfig, plan: DataPlan, train: ShardSet, device: torch.device):
     from segbench.mixing import GeneratorSynthSource, ShardSynthSource, filter_synthetic
 
     if config.synth_per_batch == 0:
         return None
     if plan.synth_dir is not None:
-        synth = filter_synthetic(load_shards(plan.synth_dir), config.synth_filter)
+        synth = filter_synthetic(load_shards(plan.synth_dir, expect={"kind": "synthetic", "trained_dataset": plan.dataset}),
+                                 config.synth_filter)
         _check_same_layout(train, synth.images.shape[1:], synth.class_names, plan.synth_dir)
         return ShardSynthSource(synth, device)
     source = GeneratorSynthSource(plan.checkpoint, device)
@@ -306,7 +329,24 @@ def execute(config: SegConfig, workspace: Path, out: Path | None = None, resume:
 
     The config is saved as config.json first and read by nothing else: the data comes from the paths it records.
     resume: continue the run in `out` (check_same_run: same experiment); a complete run is returned as is.
+    Rank 0 owns `out` (pairgen.core.locks) throughout: a second `run --out`/`--resume` on it is refused. A new
+    numbered run directory is unique by construction.
     """
+    from contextlib import ExitStack
+
+    from pairgen.core.locks import lock
+
+    rank, _ = distributed.init_from_env()
+    with ExitStack() as held:
+        if out is not None and rank == 0 and not (resume and RunDir(out).is_complete()):
+            held.enter_context(lock(out))
+        return _run(config, workspace, out, resume, show_progress, held)
+
+
+def _run(config: SegConfig, workspace: Path, out: Path | None, resume: bool, show_progress: bool,
+         held: Any) -> Path:
+    """`execute` inside its lock; `held` (an ExitStack) takes the lock of a new numbered run directory."""
+    from pairgen.core.locks import lock
     from segbench.augment import parse_spec
     from segbench.evaluate import write_per_image_csv
     from segbench.mixing import MixedBatches, RealSource
@@ -328,7 +368,7 @@ def execute(config: SegConfig, workspace: Path, out: Path | None = None, resume:
         if RunDir(out).is_complete():
             return Path(out)
         check_same_run(RunDir(out), config)
-    if not resume and out is not None and Path(out).is_dir() and any(Path(out).iterdir()):
+    if not resume and out is not None and Path(out).is_dir() and any(p.name != ".lock" for p in Path(out).iterdir()):
         raise UserError(f"--out {out}: not empty; pass --resume to continue that run or choose another folder")
     distributed.barrier()  # every rank has looked at --out before rank 0 writes into it
 
@@ -337,13 +377,17 @@ def execute(config: SegConfig, workspace: Path, out: Path | None = None, resume:
     label = run_label(config.real_per_batch, config.synth_per_batch, not spec.is_identity)
     device = resolve_device(config.device)
     real = _load_real(plan)
+    _check_batch_memory(config, real["train"], device)
     synth = _synth_source(config, plan, real["train"], device)   # refuses mismatches before a run dir exists
 
-    if out is None:
+    numbered = out is None
+    if numbered:
         out = distributed.on_rank0(lambda: new_numbered_dir(ws / plan.dataset / plan.fold_id / "seg", label))
     files = RunDir(out)
     if rank == 0:
         files.path.mkdir(parents=True, exist_ok=True)
+        if numbered:
+            held.enter_context(lock(files.path))   # a `run --resume --out` on it meanwhile is refused
         if not resuming:
             config.save(files.config)
 

@@ -45,7 +45,7 @@ def label_lut(categories: bool) -> np.ndarray:
 def load_camvid_case(image_path: Path, label_path: Path, lut: np.ndarray) -> Sample:
     """Read one frame → Sample (image float32 H×W×3, mask uint8 class ids, spacing unknown)."""
     image = read_image(image_path, channels=3)
-    labels = read_label_image(label_path, palette="index")
+    labels = read_label_image(label_path)
     check_values(label_path, labels, range(len(lut)))
     if labels.shape != image.shape[:2]:
         raise UserError(f"{label_path}: labels are {labels.shape[0]}x{labels.shape[1]}, "

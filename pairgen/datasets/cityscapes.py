@@ -61,7 +61,7 @@ KNOWN_IDS = tuple(i for i in LABELS if i >= 0)
 def load_cityscapes_case(image_path: Path, label_path: Path) -> Sample:
     """Read one frame → Sample (image float32 H×W×3, mask uint8 category ids 0..7, spacing unknown)."""
     image = read_image(image_path, channels=3)
-    label_ids = read_label_image(label_path, palette="index")
+    label_ids = read_label_image(label_path)
     check_values(label_path, label_ids, KNOWN_IDS)
     if label_ids.shape != image.shape[:2]:
         raise UserError(f"{label_path}: labels are {label_ids.shape[0]}x{label_ids.shape[1]}, "

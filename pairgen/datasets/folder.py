@@ -26,7 +26,7 @@ EXPECTED = "images/ and masks/ folders with files matched by name (images/a.png 
 def load_folder_case(image_path: Path, mask_path: Path, channels: int, n_classes: int) -> Sample:
     """Read one pair → Sample (image float32 H×W×channels, mask uint8 ids 0..n_classes-1, spacing unknown)."""
     image = read_image(image_path, channels)
-    mask = read_label_image(mask_path, palette="gray")
+    mask = read_label_image(mask_path)
     if n_classes == 2 and mask.max() > 1:
         check_values(mask_path, mask, (0, 255))   # binary mask saved as 0/255
         mask = (mask > 0).astype(np.uint8)

@@ -90,7 +90,7 @@ def load_scr_case(image_path: Path, mask_paths: tuple[Path, ...], invert_png: bo
             image = 1.0 - image
     mask: np.ndarray | None = None
     for class_id, path in enumerate(mask_paths, start=1):
-        binary = read_label_image(path, palette="gray")
+        binary = read_label_image(path)
         check_values(path, binary, (0, 1) if binary.max() <= 1 else (0, 255))
         if mask is None:
             mask = np.zeros(binary.shape, np.uint8)

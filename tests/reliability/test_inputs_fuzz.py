@@ -185,7 +185,7 @@ def build_corpus(directory: Path) -> dict[str, tuple[Path, Callable[[Path], Any]
         "png-image-gray": (gray, lambda p: imageio.read_image(p, 1), _sane_image),
         "png-image-rgb": (rgb, lambda p: imageio.read_image(p, 3), _sane_image),
         "png-label": (label, imageio.read_label_image, _sane_mask),
-        "gif-mask": (gif, lambda p: imageio.read_label_image(p, palette="gray"), _sane_mask),
+        "gif-mask": (gif, imageio.read_label_image, _sane_mask),
         "jsrt-img": (raw, imageio.read_jsrt_raw, _sane_image),
         "jsrt-img-shape": (raw, imageio.image_shape, lambda s: None),
         "hdf5-load": (real / "shard-00000.h5", lambda p: shards.load_shards(p.parent), _sane_shards),

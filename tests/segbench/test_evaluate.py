@@ -116,8 +116,8 @@ def test_read_mask_formats(tmp_path):
     labels = np.array([[0, 1, 2], [2, 1, 0]], np.uint8)
     save(labels, tmp_path / "grey.png")
     np.testing.assert_array_equal(read_mask(tmp_path / "grey.png", 3), labels)
-    save(labels, tmp_path / "indexed.gif", palette=[0, 0, 0] * 3)       # degenerate grey palette: use indices
-    np.testing.assert_array_equal(read_mask(tmp_path / "indexed.gif", 3), labels)
+    save(labels, tmp_path / "indexed.gif", palette=[0, 0, 0, 9, 9, 9, 0, 0, 0])  # one colour, one label (as prepare)
+    np.testing.assert_array_equal(read_mask(tmp_path / "indexed.gif", 10), np.where(labels == 1, 9, 0))
     Image.fromarray(np.stack([labels * 100] * 3, axis=-1)).save(tmp_path / "rgb.png")
     with pytest.raises(UserError, match="label value 200"):
         read_mask(tmp_path / "rgb.png", 3)

@@ -105,7 +105,7 @@ def test_refusals(tmp_path: Path) -> None:
         predict_folder(run_dir, tmp_path / "nowhere", tmp_path / "out", device="cpu")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "x.png").write_bytes(b"garbage")
-    with pytest.raises(UserError, match="x.png: not a readable image"):
+    with pytest.raises(UserError, match="x.png: unreadable"):
         predict_folder(run_dir, tmp_path / "broken", tmp_path / "out", device="cpu")
 
 
