@@ -19,8 +19,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from pairgen import shards
-from pairgen.datasets.base import Case, DatasetAdapter, get_adapter
-from pairgen.datasets.imageio import resize_image
+from pairgen.datasets.base import Case, DatasetAdapter
+from pairgen.datasets.registry import get_adapter
+from pairgen.core.images import resize_image
 from pairgen.core.errors import UserError
 from pairgen.splits import SPLIT_NAMES, split_cases
 from pairgen.core.workspace import fold_id as workspace_fold_id, real_dir, workspace_root

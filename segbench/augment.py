@@ -178,7 +178,7 @@ def parse_spec(spec: str) -> AugSpec:
 def refuse_unsafe(spec: AugSpec, dataset: str, allow: bool = False) -> None:
     """Raise UserError when `spec` uses an op the dataset's adapter declares unsafe (SCR lung: a flip swaps the
     left and right lung), unless `allow` (--allow-unsafe-aug). Unknown datasets declare nothing."""
-    from pairgen.datasets.base import unsafe_augmentations_of
+    from pairgen.datasets.registry import unsafe_augmentations_of
 
     default = AugSpec()
     for op, reason in unsafe_augmentations_of(dataset).items():

@@ -202,11 +202,11 @@ def _mask_files(directory: Path, role: str) -> dict[str, Path]:
 def read_mask(path: Path, n_classes: int) -> np.ndarray:
     """A PNG/GIF mask → uint8 H×W class ids in [0, n_classes); UserError naming the file otherwise.
 
-    Read by pairgen's one label reader (`pairgen.datasets.imageio.read_label_image`, as `pairgen prepare` reads
+    Read by pairgen's one label reader (`pairgen.core.images.read_label_image`, as `pairgen prepare` reads
     masks: palette images through their colours, grey values as ids); a mask holding only 0 and 255 is binary and
     read as 0/1.
     """
-    from pairgen.datasets.imageio import read_label_image
+    from pairgen.core.images import read_label_image
 
     values = read_label_image(path)
     if n_classes <= 255 and np.isin(values, (0, 255)).all():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -154,33 +154,35 @@ def qualitative(path: Path, ranked: list, metric: str) -> str:
     return f"{path.name}: no run pair with predictions.npz in a common fold for {', '.join(c.label for c in chosen)}"
 
 
-def write_figures(rows: list[dict[str, Any]], configs: list, out: Path) -> dict[str, Any]:
-    """per_category.png (multi-class) and qualitative.png per dataset; reasons for missing ones under 'notes'."""
-    from segbench.report import PRIMARY, metric_stats
+def write_figures(rows: list[dict[str, Any]], configs: list, out: Path, primary: dict[str, str],
+                  mean_of: Callable[[Any, str], float]) -> dict[str, Any]:
+    """per_category.png (multi-class) and qualitative.png per dataset; reasons for missing ones under 'notes'.
 
+    primary: task ('binary' | 'multiclass') → the metric configurations are ranked by; mean_of(configuration,
+    metric): its mean over the configuration's runs (segbench.report passes both: figures never import report)."""
     files: dict[str, Any] = {"notes": []}
     datasets = list(dict.fromkeys(c.dataset for c in configs))
     for dataset in datasets:
         suffix = "" if len(datasets) == 1 else f"-{dataset}"
         members = [c for c in configs if c.dataset == dataset]
-        metric = PRIMARY[members[0].task]
+        metric = primary[members[0].task]
         means = {c.label: next((r["metrics"][metric]["mean"] for r in rows if r["dataset"] == dataset
                                 and r["label"] == c.label and metric in r["metrics"]), None) for c in members}
         for c in members:  # the primary metric may not have been requested: compute its mean anyway
             if means[c.label] is None:
-                means[c.label] = metric_stats(c, metric, n_boot=0)["mean"]
+                means[c.label] = mean_of(c, metric)
         ranked = sorted(members, key=lambda c: -means[c.label] if math.isfinite(means[c.label]) else math.inf)
         shown = ranked[:TOP_CONFIGS] + ([ranked[-1]] if len(ranked) > TOP_CONFIGS else [])   # + the worst
         which = f"best {min(len(ranked), TOP_CONFIGS)}" + (" and the worst" if len(ranked) > TOP_CONFIGS else "")
         name = f"per_category{suffix}.png"
         if members[0].task == "multiclass":
             classes = [m for m in members[0].metric_names if m.startswith("iou_")]
-            series = [(c.label, [metric_stats(c, m, n_boot=0)["mean"] for m in classes]) for c in shown]
+            series = [(c.label, [mean_of(c, m) for m in classes]) for c in shown]
             files[name] = per_category_chart(out / name, [m[4:] for m in classes], series,
                                              f"{dataset}: IoU per category, {which} configurations")
         else:   # binary: the one foreground class's overlap metrics
             names = [m for m in ("dice", "iou") if m in members[0].metric_names]
-            series = [(c.label, [metric_stats(c, m, n_boot=0)["mean"] for m in names]) for c in shown]
+            series = [(c.label, [mean_of(c, m) for m in names]) for c in shown]
             foreground = (members[0].runs[0].summary.get("class_names") or ["", "foreground"])[-1]
             files[name] = per_category_chart(out / name, [{"dice": "Dice", "iou": "IoU"}[m] for m in names], series,
                                              f"{dataset}: {foreground}, {which} configurations",

@@ -3,7 +3,7 @@
 `segbench predict --run RUN --images DIR --out DIR` writes one PNG per input image, at the input's own
 resolution, holding CLASS IDS (0 = background, 1 = first foreground class, …) — not 0/255 — so the files feed
 `segbench evaluate` and other tools unchanged (a binary mask looks black in an image viewer; scale it for display).
-Pipeline per image: read and resized exactly as `pairgen prepare` does (pairgen.datasets.imageio: to the
+Pipeline per image: read and resized exactly as `pairgen prepare` does (pairgen.core.images: to the
 model's channels, PIL box filter to the training resolution) →
 [-1, 1] → U-Net → bicubic upsampling of the logits back to the image's size → labels → largest connected
 component for single-object tasks (thesis section 4.2).
@@ -199,12 +199,12 @@ def predict_folder(run_dir: Path, images: Path, out: Path, device: str = "auto")
 
     Masks are uint8 PNGs of class ids at each input image's own resolution; `out`/classes.json records the run's
     class names (which `segbench evaluate` reads). Images are read and resized exactly as `pairgen prepare` does
-    (pairgen.datasets.imageio), so a run's own test images give the masks the run was scored with.
+    (pairgen.core.images), so a run's own test images give the masks the run was scored with.
     """
     from PIL import Image
 
     from pairgen.core.files import atomic_write_json
-    from pairgen.datasets.imageio import read_image, resize_image
+    from pairgen.core.images import read_image, resize_image
     from segbench.postprocess import predict_full
 
     images, out = Path(images), Path(out)

@@ -383,7 +383,8 @@ def report(run_dirs: list[Path], out: Path | None = None, compare: list[tuple[st
     out.mkdir(parents=True, exist_ok=True)
     result = {"configurations": rows, "comparisons": comparisons, "skipped": skipped, "out": str(out),
               "alpha": ALPHA, "multiple_comparisons": "Holm within each (dataset, metric) family",
-              "files": figures.write_figures(rows, configs, out)}
+              "files": figures.write_figures(rows, configs, out, PRIMARY,
+                                               lambda c, m: metric_stats(c, m, n_boot=0)["mean"])}
     result["files"].update(tables.write_tables(result, out))
     result["files"]["report.json"] = str(out / "report.json")
     atomic_write_json(out / "report.json", to_json_safe(result))

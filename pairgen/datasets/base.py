@@ -14,7 +14,6 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
-from pairgen.core.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -70,21 +69,3 @@ REGISTRY: dict[str, type[DatasetAdapter]] = {}
 def register(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
     REGISTRY[cls.name] = cls
     return cls
-
-
-def get_adapter(name: str, root: Path | None = None, **options) -> DatasetAdapter:
-    """Instantiate the adapter registered under `name` (importing all adapters on first use)."""
-    import pairgen.datasets  # noqa: F401  (registers every adapter)
-
-    if name not in REGISTRY:
-        raise UserError(f"unknown dataset {name!r}; known: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name](root, **options)
-
-
-def unsafe_augmentations_of(name: str) -> dict[str, str]:
-    """The augmentations dataset `name` declares unsafe (op name -> reason); {} for an unknown name."""
-    import importlib
-
-    importlib.import_module("pairgen.datasets")   # registers every adapter
-    cls = REGISTRY.get(name)
-    return dict(cls.unsafe_augmentations) if cls is not None else {}

@@ -18,7 +18,8 @@ import numpy as np
 
 from pairgen.datasets.base import Case, DatasetAdapter, Sample, register
 from pairgen.datasets.cityscapes import CATEGORIES
-from pairgen.datasets.imageio import check_values, find_dirs, read_image, read_label_image, require_root
+from pairgen.core.images import read_image, read_label_image
+from pairgen.datasets.imageio import check_values, find_dirs, require_root
 from pairgen.core.errors import UserError
 
 NATIVE_CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",

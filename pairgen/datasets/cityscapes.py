@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from pairgen.datasets.base import Case, DatasetAdapter, Sample, register
-from pairgen.datasets.imageio import check_values, find_dirs, read_image, read_label_image
+from pairgen.core.images import read_image, read_label_image
+from pairgen.datasets.imageio import check_values, find_dirs
 from pairgen.core.errors import UserError
 
 ENV_VAR = "CITYSCAPES_DATASET"

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from pairgen.datasets.base import Case, DatasetAdapter, Sample, register
-from pairgen.datasets.imageio import (check_values, find_dirs, image_mode, read_image,
-                                      read_label_image, require_root)
+from pairgen.core.images import image_mode, read_image, read_label_image
+from pairgen.datasets.imageio import check_values, find_dirs, require_root
 from pairgen.core.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from pairgen.datasets.base import Case, DatasetAdapter, Sample, register
-from pairgen.datasets.imageio import (check_values, files_below, read_image, read_jsrt_raw,
-                                      read_label_image, require_root)
+from pairgen.core.images import read_image, read_label_image
+from pairgen.datasets.imageio import check_values, files_below, read_jsrt_raw, require_root
 from pairgen.core.errors import UserError
 
 STRUCTURES = ("left lung", "right lung", "heart", "left clavicle", "right clavicle")

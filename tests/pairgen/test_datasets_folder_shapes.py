@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pairgen.datasets import REGISTRY, get_adapter
+from pairgen.datasets.base import REGISTRY
+from pairgen.datasets.registry import get_adapter
 from pairgen.core.errors import UserError
 from pairgen.prepare import check_dataset
 

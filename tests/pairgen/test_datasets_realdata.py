@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pairgen import shards, splits
-from pairgen.datasets import get_adapter
+from pairgen.datasets.registry import get_adapter
 from pairgen.prepare import prepare
 
 try:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pairgen.datasets import get_adapter
+from pairgen.datasets.registry import get_adapter
 from pairgen.datasets.camvid import NATIVE_CLASSES
 from pairgen.datasets.cityscapes import CATEGORIES, LABELS
 from pairgen.core.errors import UserError

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pairgen.datasets import get_adapter
+from pairgen.datasets.registry import get_adapter
 from pairgen.datasets.imageio import read_jsrt_raw
 from pairgen.core.errors import UserError
 from pairgen.prepare import check_dataset

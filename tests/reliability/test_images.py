@@ -39,7 +39,7 @@ def header_only_png(path: Path, width: int, height: int) -> Path:
 
 
 def test_a_palette_gif_reads_the_same_in_prepare_and_evaluate(tmp_path: Path) -> None:
-    from pairgen.datasets.imageio import read_label_image
+    from pairgen.core.images import read_label_image
 
     labels = np.zeros((8, 8), np.uint8)
     labels[2:6, 2:6] = 1
@@ -93,7 +93,7 @@ def test_predict_refuses_two_inputs_with_one_mask_name(tmp_path: Path) -> None:
 @pytest.mark.parametrize("side", [12000, 30000])
 def test_oversized_images_are_one_line_errors_in_every_reader(tmp_path: Path, side: int) -> None:
     """30000² was a DecompressionBombError traceback in predict and evaluate; 12000² took predict 8 minutes."""
-    from pairgen.datasets.imageio import read_image, read_label_image
+    from pairgen.core.images import read_image, read_label_image
 
     run_dir = make_run(tmp_path / "run")
     (tmp_path / "images").mkdir()

@@ -27,6 +27,7 @@ import pytest
 import torch
 
 from pairgen import shards
+from pairgen.core import images
 from pairgen.datasets import imageio
 from pairgen.core.errors import UserError
 from pairgen.prepare import check_dataset, prepare
@@ -182,10 +183,10 @@ def build_corpus(directory: Path) -> dict[str, tuple[Path, Callable[[Path], Any]
         return problems
 
     return {
-        "png-image-gray": (gray, lambda p: imageio.read_image(p, 1), _sane_image),
-        "png-image-rgb": (rgb, lambda p: imageio.read_image(p, 3), _sane_image),
-        "png-label": (label, imageio.read_label_image, _sane_mask),
-        "gif-mask": (gif, imageio.read_label_image, _sane_mask),
+        "png-image-gray": (gray, lambda p: images.read_image(p, 1), _sane_image),
+        "png-image-rgb": (rgb, lambda p: images.read_image(p, 3), _sane_image),
+        "png-label": (label, images.read_label_image, _sane_mask),
+        "gif-mask": (gif, images.read_label_image, _sane_mask),
         "jsrt-img": (raw, imageio.read_jsrt_raw, _sane_image),
         "jsrt-img-shape": (raw, imageio.image_shape, lambda s: None),
         "hdf5-load": (real / "shard-00000.h5", lambda p: shards.load_shards(p.parent), _sane_shards),

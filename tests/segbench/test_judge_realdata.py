@@ -58,7 +58,7 @@ def test_score_on_camvid(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     prepare_quietly("camvid", tmp_path / "tree", ws, 32, 64)
     run_dir = ws / "camvid" / "fold1" / "gan" / "00000-tiny"
-    from pairgen.datasets import get_adapter
+    from pairgen.datasets.registry import get_adapter
 
     classes = tuple(get_adapter("camvid", str(tmp_path / "tree")).class_names)
     make_gan_checkpoint(run_dir, dataset="camvid", class_names=classes, height=32, width=64, image_channels=3)
