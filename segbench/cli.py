@@ -140,11 +140,13 @@ def predict(
     images: Path = typer.Option(..., "--images", help="Folder of images (PNG, JPEG, GIF)."),
     out: Path = typer.Option(..., "--out", help="Folder for predicted masks (PNG, class ids)."),
     device: str = typer.Option("auto", "--device"),
+    like: Optional[Path] = typer.Option(None, "--like", help="Folder of ground-truth masks: write each mask at the "
+                                        "size of the one with the same stem (the grid the run scores at)."),
 ) -> None:
-    """Predict masks for any folder of images, at each image's own resolution."""
+    """Predict masks for any folder of images, at each image's own resolution (or --like's)."""
     from segbench.predict import predict_folder
 
-    count = predict_folder(run_dir, images, out, device=device)
+    count = predict_folder(run_dir, images, out, device=device, like=like)
     console.print(f"[green]✓[/] {count} masks in {out}")
 
 

@@ -1,12 +1,14 @@
 """Inference: a trained run's network on shard arrays (test evaluation) or on any folder of images.
 
-`segbench predict --run RUN --images DIR --out DIR` writes one PNG per input image, at the input's own
-resolution, holding CLASS IDS (0 = background, 1 = first foreground class, …) — not 0/255 — so the files feed
-`segbench evaluate` and other tools unchanged (a binary mask looks black in an image viewer; scale it for display).
-Pipeline per image: read and resized exactly as `pairgen prepare` does (pairgen.core.images: to the
-model's channels, PIL box filter to the training resolution) →
-[-1, 1] → U-Net → bicubic upsampling of the logits back to the image's size → labels → largest connected
-component for single-object tasks (thesis section 4.2).
+`segbench predict --run RUN --images DIR --out DIR [--like GT_DIR]` writes one PNG per input image, at the input's
+own resolution (or, with --like, at the size of the ground-truth mask with the same stem in GT_DIR: the grid the
+run was scored at, e.g. SCR's 1024² masks for 512² images), holding CLASS IDS (0 = background, 1 = first foreground
+class, …) — not 0/255 — so the files feed `segbench evaluate` and other tools unchanged (a binary mask looks black
+in an image viewer; scale it for display).
+Pipeline per image: read as the run's dataset adapter reads its cases (input_reader: SCR's PNG polarity, JSRT
+.IMG; the generic pairgen.core.images reader otherwise) and resized exactly as `pairgen prepare` does (PIL box
+filter to the training resolution) → [-1, 1] → U-Net → bicubic upsampling of the logits to the output size →
+labels → largest connected component for single-object tasks (thesis section 4.2).
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ from segbench.presets import SegConfig
 from segbench.rundir import RunDir
 from segbench.step import autocast_for
 from segbench.unet import UNet, n_outputs_for
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff")
 
 
 def weights_payload(model: torch.nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
@@ -170,17 +170,17 @@ def _single_object(run_dir: Path, n_classes: int) -> bool:
     return bool(setting) if setting is not None else n_classes == 2
 
 
-def _input_files(images: Path, out: Path) -> list[Path]:
-    """The images to predict, refusing before any work: an --out that holds them (its masks would overwrite
-    them) and inputs whose masks would share a name (b.gif and b.jpg both → b.png)."""
+def _input_files(images: Path, out: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """The images to predict (a folder's files with `suffixes`), refusing before any work: an --out that holds
+    them (its masks would overwrite them) and inputs whose masks would share a name (b.gif and b.jpg both → b.png)."""
     if images.is_file():
         files = [images]
     elif images.is_dir():
-        files = sorted(p for p in images.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in images.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
     else:
         raise UserError(f"--images {images}: no such file or folder")
     if not files:
-        raise UserError(f"--images {images}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise UserError(f"--images {images}: no images ({', '.join(suffixes)})")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
     if out.exists() and any(p.parent.resolve() == out.resolve() for p in files):
@@ -194,31 +194,52 @@ def _input_files(images: Path, out: Path) -> list[Path]:
     return files
 
 
-def predict_folder(run_dir: Path, images: Path, out: Path, device: str = "auto") -> int:
+def _like_shapes(files: list[Path], like: Path) -> dict[str, tuple[int, int]]:
+    """Input stem → (rows, cols) of the mask with that stem in `like` (header only); UserError before any work
+    when the folder is missing or lacks a stem."""
+    from pairgen.core.images import header_shape
+    from segbench.evaluate import MASK_SUFFIXES, _mask_files
+
+    masks = _mask_files(like, "--like")   # the very files `segbench evaluate --gt` would match
+    missing = [p.stem for p in files if p.stem not in masks]
+    if missing:
+        raise UserError(f"--like {like}: no mask ({', '.join(MASK_SUFFIXES)}) for {', '.join(missing[:5])}"
+                        + (f" … ({len(missing)} in all)" if len(missing) > 5 else ""))
+    return {p.stem: header_shape(masks[p.stem]) for p in files}
+
+
+def predict_folder(run_dir: Path, images: Path, out: Path, device: str = "auto", like: Path | None = None) -> int:
     """Predict a mask for every image in `images` (a folder, or one file) into `out`/<stem>.png; returns the count.
 
-    Masks are uint8 PNGs of class ids at each input image's own resolution; `out`/classes.json records the run's
-    class names (which `segbench evaluate` reads). Images are read and resized exactly as `pairgen prepare` does
-    (pairgen.core.images), so a run's own test images give the masks the run was scored with.
+    Masks are uint8 PNGs of class ids at each input image's own resolution, or at the size of the mask with the
+    same stem in `like` (the ground truth the run scores at); `out`/classes.json records the run's class names
+    (which `segbench evaluate` reads). Images are read by the run's dataset adapter (config.json 'dataset';
+    input_reader) and resized exactly as `pairgen prepare` does, so a run's own test images give the masks the run
+    was scored with.
     """
     from PIL import Image
 
     from pairgen.core.files import atomic_write_json
-    from pairgen.core.images import read_image, resize_image
+    from pairgen.core.images import resize_image
+    from pairgen.datasets.registry import input_adapter
     from segbench.postprocess import predict_full
 
     images, out = Path(images), Path(out)
     resolved = resolve_device(device)
     model, meta = load_weights(Path(run_dir), resolved)
-    files = _input_files(images, out)
+    dataset = _run_setting(Path(run_dir), "dataset")
+    adapter = input_adapter(dataset if isinstance(dataset, str) else None)
+    files = _input_files(images, out, adapter.input_suffixes)
+    shapes = _like_shapes(files, Path(like)) if like is not None else {}
+    read = adapter.input_reader(files, int(meta["in_channels"]))
     out.mkdir(parents=True, exist_ok=True)
     single_object = _single_object(Path(run_dir), int(meta["n_classes"]))
     amp = _run_setting(Path(run_dir), "amp") is not False   # as the run's own test evaluation
     for path in files:
-        image = read_image(path, int(meta["in_channels"]))
+        image = read(path)
         small = resize_image(image, int(meta["height"]), int(meta["width"]))
         logits = next(predict_logits(model, small[None], resolved, amp=amp))
-        mask = predict_full(logits, image.shape[:2], single_object)
+        mask = predict_full(logits, shapes.get(path.stem, image.shape[:2]), single_object)
         buffer = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8)).save(buffer, format="PNG")
         atomic_write_bytes(out / f"{path.stem}.png", buffer.getvalue())

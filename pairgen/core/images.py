@@ -48,6 +48,18 @@ def image_mode(path: Path) -> str:
         raise UserError(f"{path}: unreadable image header ({exc.__class__.__name__})") from None
 
 
+def header_shape(path: Path) -> tuple[int, int]:
+    """(rows, cols) from the header only (no pixel decoding)."""
+    try:
+        with Image.open(path) as handle:
+            cols, rows = handle.size
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except DECODE_ERRORS as exc:
+        raise UserError(f"{path}: unreadable image header ({exc.__class__.__name__})") from None
+    return rows, cols
+
+
 def read_image(path: Path, channels: int) -> np.ndarray:
     """Image file → float32 H×W×channels in [0, 1]. Gray is repeated to 3 channels; colour to 1 uses PIL's luma."""
     image = open_image(path)

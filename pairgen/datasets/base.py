@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from functools import partial
 from typing import Callable, ClassVar
 
 import numpy as np
 
+# what `segbench predict` accepts as input images unless an adapter reads more (SCR: JSRT .IMG)
+INPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class DatasetAdapter:
     # augmentations that change what a label means here: op name (segbench.augment.AugSpec field) -> why;
     # `segbench run` refuses them unless --allow-unsafe-aug
     unsafe_augmentations: ClassVar[dict[str, str]] = {}
+    input_suffixes: ClassVar[tuple[str, ...]] = INPUT_SUFFIXES   # files `segbench predict` picks from a folder
 
     def __init__(self, root: Path | None, **options) -> None:
         self.root = Path(root) if root is not None else None
@@ -52,6 +56,14 @@ class DatasetAdapter:
     def scan(self) -> tuple[list[Case], list[str], list[str]]:
         """(cases sorted by case_id, errors, warnings): every problem of the tree, for `prepare --check`."""
         raise NotImplementedError
+
+    def input_reader(self, paths: list[Path], channels: int) -> Callable[[Path], np.ndarray]:
+        """How one of `paths` (images given to `segbench predict`, outside any tree) reads as this dataset's cases
+        read for training: path → float32 H×W×channels in [0, 1]. All paths come at once so that a decision the
+        adapter makes per tree (SCR's PNG polarity) is made once per call. Default: the generic reader."""
+        from pairgen.core.images import read_image
+
+        return partial(read_image, channels=channels)
 
     def cases(self) -> list[Case]:
         """All cases found below the root, sorted by case_id. Raises UserError (the first problem) otherwise."""

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from PIL import Image
 
 from pairgen.core.errors import UserError
-from pairgen.core.images import DECODE_ERRORS
+from pairgen.core.images import header_shape
 
 JSRT_BITS = 12                      # JSRT radiographs: 12-bit values in 16-bit big-endian words
 JSRT_MAX = (1 << JSRT_BITS) - 1
@@ -55,12 +54,7 @@ def image_shape(path: Path) -> tuple[int, int]:
     if Path(path).suffix.lower() == ".img":
         side = jsrt_side(path, Path(path).stat().st_size)
         return side, side
-    try:
-        with Image.open(path) as handle:
-            cols, rows = handle.size
-    except DECODE_ERRORS as exc:
-        raise UserError(f"{path}: unreadable image header ({exc.__class__.__name__})") from None
-    return rows, cols
+    return header_shape(path)
 
 
 def check_values(path: Path, mask: np.ndarray, allowed: Iterable[int]) -> None:

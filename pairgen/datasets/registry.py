@@ -21,3 +21,10 @@ def unsafe_augmentations_of(name: str) -> dict[str, str]:
     """The augmentations dataset `name` declares unsafe (op name -> reason); {} for an unknown name."""
     cls = REGISTRY.get(name)
     return dict(cls.unsafe_augmentations) if cls is not None else {}
+
+
+def input_adapter(name: str | None) -> DatasetAdapter:
+    """The adapter `segbench predict` reads a run's inputs through (input_suffixes, input_reader): dataset `name`
+    with the options `pairgen prepare` gives it (its defaults), the generic base for an unknown or missing name."""
+    cls = REGISTRY.get(name) if name else None
+    return cls(None) if cls is not None else DatasetAdapter(None)

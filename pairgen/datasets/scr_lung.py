@@ -16,10 +16,11 @@ from __future__ import annotations
 import re
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from pairgen.datasets.base import Case, DatasetAdapter, Sample, register
+from pairgen.datasets.base import INPUT_SUFFIXES, Case, DatasetAdapter, Sample, register
 from pairgen.core.images import read_image, read_label_image
 from pairgen.datasets.imageio import check_values, files_below, read_jsrt_raw, require_root
 from pairgen.core.errors import UserError
@@ -80,14 +81,18 @@ def png_tree_is_inverted(png_paths: list[Path]) -> bool:
     return bool(contrasts) and float(np.median(contrasts)) < 0
 
 
+def read_radiograph(image_path: Path, invert_png: bool = False) -> np.ndarray:
+    """One radiograph in the usual polarity → float32 H×W×1 in [0, 1]: a JSRT .IMG through read_jsrt_raw, any
+    other image through the generic reader, inverted when `invert_png` (the tree's PNGs are air-bright)."""
+    if image_path.suffix.lower() == ".img":
+        return read_jsrt_raw(image_path)
+    image = read_image(image_path, channels=1)
+    return 1.0 - image if invert_png else image
+
+
 def load_scr_case(image_path: Path, mask_paths: tuple[Path, ...], invert_png: bool = False) -> Sample:
     """Read one radiograph and its structure masks → Sample (image float32 H×W×1, mask uint8 ids 0..S)."""
-    if image_path.suffix.lower() == ".img":
-        image = read_jsrt_raw(image_path)
-    else:
-        image = read_image(image_path, channels=1)
-        if invert_png:
-            image = 1.0 - image
+    image = read_radiograph(image_path, invert_png)
     mask: np.ndarray | None = None
     for class_id, path in enumerate(mask_paths, start=1):
         binary = read_label_image(path)
@@ -117,6 +122,7 @@ class ScrLung(DatasetAdapter):
     channels = 1
     unsafe_augmentations = {"flip": "a left-right flip turns the left lung into the right lung "
                                     "(docs/AUGMENTATION.md)"}
+    input_suffixes = INPUT_SUFFIXES + (".img",)
 
     def __init__(self, root: Path | None, structures: tuple[str, ...] = (), png_polarity: str = "auto",
                  **options) -> None:
@@ -129,6 +135,15 @@ class ScrLung(DatasetAdapter):
     @property
     def class_names(self) -> list[str]:
         return ["background", *self.structures]
+
+    def _inverts(self, pngs: list[Path]) -> bool:
+        """Whether these PNGs (one tree, or one `segbench predict` call) are read inverted: png_polarity's rule."""
+        return self.png_polarity == "inverted" or (self.png_polarity == "auto" and png_tree_is_inverted(pngs))
+
+    def input_reader(self, paths: list[Path], channels: int) -> Callable[[Path], np.ndarray]:
+        """Radiographs as `load_scr_case` reads them; the polarity of the PNGs among `paths` voted once."""
+        return partial(read_radiograph, invert_png=self._inverts(sorted(p for p in paths
+                                                                        if p.suffix.lower() == ".png")))
 
     def _index(self) -> tuple[dict[str, Path], dict[str, dict[str, Path]], list[str]]:
         """(case → image, selected structure → case → mask, duplicate problems) from one walk of the tree."""
@@ -160,7 +175,7 @@ class ScrLung(DatasetAdapter):
         if not images:
             errors.append(f"{self.root}: no JSRT images found below this folder; expected {EXPECTED}")
         pngs = sorted(p for p in images.values() if p.suffix.lower() == ".png")
-        invert_png = self.png_polarity == "inverted" or (self.png_polarity == "auto" and png_tree_is_inverted(pngs))
+        invert_png = self._inverts(pngs)
         cases = []
         for case, image_path in sorted(images.items()):
             missing = [s for s in self.structures if case not in masks[s]]

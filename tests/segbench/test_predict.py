@@ -114,3 +114,58 @@ def test_weights_file_is_weights_only(tmp_path: Path) -> None:
     payload = torch.load(run_dir / "weights.pt", weights_only=True)
     assert payload["meta"] == {"in_channels": 1, "n_classes": 2, "depth": 2, "filters": 4, "pooling": "avg",
                                "class_names": ["background", "class1"], "height": 32, "width": 32}
+
+
+@pytest.mark.filterwarnings("ignore:scr-lung. 16 cases present")
+def test_scr_inputs_read_as_prepare_reads_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An air-bright (inverted) SCR PNG tree: the arrays predict hands the network are prepare's images, bit for bit,
+    not the inverted files as stored (the generic reader's view)."""
+    import segbench.predict as predict_module
+    from pairgen.prepare import prepare
+    from pairgen.shards import load_shards
+
+    try:
+        from tests.pairgen import dataset_trees as trees
+    except ImportError:  # tests/pairgen is not a package: pytest put its folder on sys.path
+        import dataset_trees as trees
+    names = [f"JPCLN{i:03d}" for i in range(1, 17)]
+    root = trees.scr_png_tree(tmp_path / "tree", names, structures=("left lung",), air_bright=True)
+    shards = prepare("scr-lung", str(root), 1, 32, 32, workspace=tmp_path / "ws", show_progress=False)
+    test = load_shards(shards / "test")
+    run_dir = make_run(tmp_path / "run")
+    (run_dir / "config.json").write_text(json.dumps({"dataset": "scr-lung"}))
+    fed: list[np.ndarray] = []
+    real_logits = predict_module.predict_logits
+
+    def spy(model, images, device, *args, **kwargs):
+        fed.append(np.array(images[0]))
+        return real_logits(model, images, device, *args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "predict_logits", spy)
+    (tmp_path / "images").mkdir()
+    for case in test.case_id:
+        (tmp_path / "images" / f"{case}.png").write_bytes((root / "images" / f"{case}.png").read_bytes())
+    predict_folder(run_dir, tmp_path / "images", tmp_path / "out", device="cpu")
+    assert len(fed) == len(test.case_id) > 0
+    for image, prepared in zip(fed, test.images):   # both in sorted case order
+        np.testing.assert_array_equal(image, prepared)
+    assert fed[0][2, 16, 0] > 128 > fed[0][10, 10, 0]   # usual polarity: body bright, lung field dark
+    (run_dir / "config.json").write_text(json.dumps({"dataset": "no-such-dataset"}))   # generic reader: as stored
+    fed.clear()
+    predict_folder(run_dir, tmp_path / "images", tmp_path / "out2", device="cpu")
+    assert np.abs(fed[0].astype(int) - (255 - test.images[0].astype(int))).max() <= 1   # inverted (±1 rounding)
+
+
+def test_like_writes_masks_at_the_ground_truth_size(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run", foreground=True)
+    sizes = write_images(tmp_path / "images")
+    (tmp_path / "gt").mkdir()
+    Image.fromarray(np.zeros((100, 140), np.uint8)).save(tmp_path / "gt" / "gray.gif")
+    Image.fromarray(np.zeros((80, 48), np.uint8)).save(tmp_path / "gt" / "color.png")
+    with pytest.raises(UserError, match="--like .*gt: no mask .*for deep"):
+        predict_folder(run_dir, tmp_path / "images", tmp_path / "out", device="cpu", like=tmp_path / "gt")
+    assert not (tmp_path / "out").exists()   # refused before any work
+    Image.fromarray(np.zeros((66, 130), np.uint8)).save(tmp_path / "gt" / "deep.png")
+    predict_folder(run_dir, tmp_path / "images", tmp_path / "out", device="cpu", like=tmp_path / "gt")
+    shapes = {name: np.asarray(Image.open(tmp_path / "out" / f"{name}.png")).shape for name in sizes}
+    assert shapes == {"gray": (100, 140), "color": (80, 48), "deep": (66, 130)}
