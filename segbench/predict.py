@@ -149,7 +149,9 @@ def score_test(test: ShardSet, preds: list[np.ndarray], single_object: bool) -> 
 
     spacings = None
     if test.full_masks is not None and test.spacing_mm is not None:
-        spacings = [tuple(map(float, s)) for s in test.spacing_mm]
+        # shards store spacing as float32 (0.35 → 0.349999994…): score at the decimal it stands for (float32's
+        # shortest repr), as `segbench evaluate --spacing 0.35` does, so both agree to the last digit
+        spacings = [tuple(float(np.format_float_positional(v)) for v in s) for s in test.spacing_mm]
     rows, summary = evaluate_predictions(preds, ground_truth(test), case_ids(test), spacings, test.class_names,
                                          ignore_void=ignores_void(test.attrs.get("dataset")))
     if isinstance(summary.get("dataset"), dict):   # whole-dataset confusion numbers; 'dataset' names the dataset

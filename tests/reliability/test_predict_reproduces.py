@@ -92,3 +92,40 @@ def test_camvid_run_reproduced_from_its_files(tmp_path: Path) -> None:
     run_dir = run(config, ws, out=tmp_path / "run", show_progress=False)
     evaluation = predict_and_evaluate(run_dir, CAMVID / "val", tmp_path)   # fold 1 tests on the official val
     assert_same_rows(per_image(evaluation / "per_image.csv"), per_image(run_dir / "per_image.csv"))
+
+
+SCR = SHARED_DATA / "scr-lung"
+
+
+@pytest.mark.slow       # prepare 20 cases, a 4-iteration run, the test cases scored at 1024² with distances
+@pytest.mark.realdata
+@pytest.mark.skipif(not SCR.is_dir(), reason=f"{SCR} absent")
+@pytest.mark.filterwarnings("ignore:scr-lung. 20 cases present")
+def test_scr_run_reproduced_from_its_files(tmp_path: Path) -> None:
+    """A tiny SCR left-lung run (32², scored at the 1024² masks, 0.35 mm) on 20 cases of the air-bright 512² PNG
+    copy: predict reads them through the adapter (inverted, as prepare does) and --like writes them at 1024²."""
+    from pairgen.shards import load_shards
+
+    lungs = SCR / "masks" / "left lung"
+    root = tmp_path / "tree"
+    (root / "images").mkdir(parents=True)
+    (root / "masks" / "left lung").mkdir(parents=True)
+    for image in sorted((SCR / "images").glob("JPC*.png"))[:20]:
+        (root / "images" / image.name).symlink_to(image)
+        (root / "masks" / "left lung" / f"{image.stem}.gif").symlink_to(lungs / f"{image.stem}.gif")
+    ws = tmp_path / "ws"
+    shards = prepare("scr-lung", str(root), 1, 32, 32, workspace=ws, show_progress=False)
+    config = make_config("scr-lung", "tiny", fold_id="fold1", real_per_batch=4, synth_per_batch=0, max_iters=4,
+                         min_iters=1, patience=10, val_every=2, filters=4)
+    run_dir = run(config, ws, out=tmp_path / "run", show_progress=False)
+    test_ids = load_shards(shards / "test").case_id
+    (tmp_path / "images").mkdir()
+    (tmp_path / "gt").mkdir()
+    for case in test_ids:
+        (tmp_path / "images" / f"{case}.png").symlink_to(SCR / "images" / f"{case}.png")
+        (tmp_path / "gt" / f"{case}.gif").symlink_to(lungs / f"{case}.gif")
+    predict_folder(run_dir, tmp_path / "images", tmp_path / "pred", device="cpu", like=lungs)
+    evaluate_folders(tmp_path / "pred", tmp_path / "gt", (0.35, 0.35), None, tmp_path / "eval")
+    ours, theirs = per_image(tmp_path / "eval" / "per_image.csv"), per_image(run_dir / "per_image.csv")
+    assert len(theirs) == len(test_ids) > 0
+    assert_same_rows(ours, theirs)
