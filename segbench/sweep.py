@@ -69,6 +69,16 @@ def _ints(value: Any, what: str, path: Path) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _synth_use(real: int, synth: int, overrides: dict[str, Any]) -> str:
+    """The label tag of a [[config]]'s synth_filter / synth_weight / pretrain_iters (SegConfig.synth_use), so a
+    sweep's labels are the report's."""
+    from segbench.presets import SegConfig
+
+    keys = ("synth_filter", "synth_weight", "pretrain_iters")
+    return SegConfig(real_per_batch=real, synth_per_batch=synth,
+                     **{k: overrides[k] for k in keys if k in overrides}).synth_use
+
+
 def load_manifest(path: Path) -> Manifest:
     """Parse and validate an experiment grid; every problem is a one-line UserError naming the file."""
     from segbench.augment import parse_spec
@@ -95,7 +105,8 @@ def load_manifest(path: Path) -> Manifest:
             raise UserError(f"{path}: [[config]] #{i}: keys {sorted(bad)} are not SegConfig overrides")
         entries.append((real, synth, aug, label, raw))
     by_spec = len({aug for _, _, aug, _, _ in entries if not is_noaug(aug)}) > 1
-    built = tuple(Entry(label or config_label(r, s, a, by_spec), r, s, a, o) for r, s, a, label, o in entries)
+    built = tuple(Entry(label or config_label(r, s, a, by_spec, _synth_use(r, s, {**data.get("seg", {}), **o})),
+                        r, s, a, o) for r, s, a, label, o in entries)
     labels = [e.label for e in built]
     if duplicates := sorted({x for x in labels if labels.count(x) > 1}):
         raise UserError(f"{path}: configurations {duplicates} appear twice")
