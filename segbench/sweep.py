@@ -212,6 +212,11 @@ def ensure_export(m: Manifest, fold: int, checkpoint: Path, ws: Path) -> Path:
     return export(checkpoint, out, n, resume=bool(unfinished))
 
 
+def _uses_synth(m: Manifest, entry: Entry) -> bool:
+    """The row draws synthetic pairs: M > 0, or synthetic pre-training (pretrain_iters) before a real-only mix."""
+    return entry.synth > 0 or int({**m.seg, **entry.overrides}.get("pretrain_iters", 0)) > 0
+
+
 def _source(m: Manifest, entry: Entry) -> str:
     return str({**m.seg, **entry.overrides}.get("synth_source", "shards"))
 
@@ -222,9 +227,9 @@ def seg_config(m: Manifest, task: Task, preset: str, real: Path | None, synth: P
     from segbench.presets import make_config
 
     options = {**m.seg, **task.entry.overrides}
-    if task.entry.synth > 0 and synth is not None and _source(m, task.entry) == "shards":
+    if _uses_synth(m, task.entry) and synth is not None and _source(m, task.entry) == "shards":
         options.setdefault("synth_shards", str(synth))
-    if task.entry.synth > 0 and checkpoint is not None and _source(m, task.entry) == "generator":
+    if _uses_synth(m, task.entry) and checkpoint is not None and _source(m, task.entry) == "generator":
         options.setdefault("checkpoint", str(checkpoint))
     return make_config(m.dataset, preset, fold_id=m.fold_id(task.fold), real_per_batch=task.entry.real,
                        synth_per_batch=task.entry.synth, aug=task.entry.aug, seed=task.seed,
@@ -338,7 +343,7 @@ def sweep(manifest: Path, workspace: Path | None = None, jobs: int = 1, dry_run:
         if not pending:
             continue
         real = ensure_real(m, fold, preset, ws)
-        synthetic = [t for t in pending if t.entry.synth > 0]
+        synthetic = [t for t in pending if _uses_synth(m, t.entry)]
         checkpoint = ensure_generator(m, fold, preset, ws) if synthetic and m.gan is not None else None
         export = None
         if any(_source(m, t.entry) == "shards" for t in synthetic):

@@ -262,10 +262,35 @@ def test_report_tells_uses_apart_and_shows_the_gans_scores(tmp_path: Path) -> No
 
 
 def test_sweep_labels_carry_the_use(tmp_path: Path) -> None:
-    from segbench.sweep import load_manifest
+    from types import SimpleNamespace
+
+    from segbench.sweep import load_manifest, seg_config
 
     path = tmp_path / "m.toml"
     path.write_text('dataset = "test-discs"\n[seg]\nsynth_weight = 0.5\n'
                     '[[config]]\nreal = 8\nsynth = 8\nsynth_filter = "top=50%"\n'
                     '[[config]]\nreal = 16\nsynth = 0\npretrain_iters = 500\nsynth_weight = 1.0\n')
-    assert [e.label for e in load_manifest(path).entries] == ["8-8-NoAug-top50-w0.5", "16-0-NoAug-pre500"]
+    manifest = load_manifest(path)
+    assert [e.label for e in manifest.entries] == ["8-8-NoAug-top50-w0.5", "16-0-NoAug-pre500"]
+    # the pre-trained 16-0 row is handed the fold's export although M = 0
+    task = SimpleNamespace(entry=manifest.entries[1], fold=1, seed=0)
+    config = seg_config(manifest, task, "tiny", tmp_path / "real", tmp_path / "export", None)
+    assert (config.pretrain_iters, config.synth_weight, config.synth_shards) == (500, 1.0, str(tmp_path / "export"))
+
+
+def test_rank_rows_and_their_weights_under_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes, rank 1, K = 2 real + M = 1 synthetic per rank: the global batch is 4 real then 2 synthetic
+    rows; rank 1 trains rows 2, 3 (real) and 5 (synthetic), and in pre-training rows 3, 4, 5 (all synthetic)."""
+    from types import SimpleNamespace
+
+    from pairgen.core import distributed
+    from segbench.train import _rank_rows
+
+    monkeypatch.setattr(distributed, "rank", lambda: 1)
+    mix = SimpleNamespace(real_per_batch=4, synth_per_batch=2, device=CPU)
+    rows = _rank_rows(2, 1, mix, world=2)
+    assert rows.tolist() == [2, 3, 5]
+    is_synthetic = torch.tensor([False] * 4 + [True] * 2)
+    assert row_weights(is_synthetic[rows], 0.5).tolist() == [1.0, 1.0, 0.5]
+    pretrain = SimpleNamespace(real_per_batch=0, synth_per_batch=6, device=CPU)
+    assert _rank_rows(0, 3, pretrain, world=2).tolist() == [3, 4, 5]
