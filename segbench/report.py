@@ -156,12 +156,14 @@ def load_run(path: Path) -> Run | str:
 def gan_scores(config: dict[str, Any]) -> dict[str, float] | None:
     """{'alignment': mean, 'fd': Fréchet distance} of the score.json (segbench.judge) next to the synthetic
     data a run's config.json names (the export directory, or the generator checkpoint's GAN run); None without."""
-    source = config.get("synth_shards") if config.get("synth_source", "shards") == "shards" else config.get("checkpoint")
+    generator = config.get("synth_source") == "generator"
+    source = config.get("checkpoint") if generator else config.get("synth_shards")
     if not source:
         return None
-    path = gan_run_dir(Path(str(source))) if config.get("synth_source") == "generator" else Path(str(source))
+    path = gan_run_dir(Path(str(source))) if generator else Path(str(source))
     score = read_json(path / SCORE_NAME) or {}
-    alignment, fd = (score.get("alignment") or {}).get("mean"), score.get("fd")
+    alignment = score["alignment"].get("mean") if isinstance(score.get("alignment"), dict) else None
+    fd = score.get("fd")
     if not isinstance(alignment, (int, float)) or not isinstance(fd, (int, float)):
         return None
     return {"alignment": float(alignment), "fd": float(fd)}

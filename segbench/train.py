@@ -2,8 +2,9 @@
 
 Section 4.2: train at least 3000 iterations; track the minimum validation loss, its iteration and the parameters
 there; stop when 3000 iterations have passed since the last minimum. Here: `min_iters`, `patience` and a hard
-`max_iters` cap from the SegConfig, all counted from the end of the synthetic pre-training (below); the validation loss (whole validation set) is measured every `val_every`
-iterations, so stopping is decided at those points. At the end the parameters of the minimum are restored.
+`max_iters` cap from the SegConfig, all counted from the end of the synthetic pre-training (below); the
+validation loss (whole validation set) is measured every `val_every` iterations, so stopping is decided at those
+points. At the end the parameters of the minimum are restored.
 
 Optimiser: Adam, lr 1e-4, beta1 0.5, beta2 0.9 (the header of tables 4.2 / 4.4: "Adam (eta = 0.0001,
 beta1 = 0.5, beta2 = 0.9)"), taken from the config. Losses (section 2.6.3): one logit → sigmoid cross-entropy
@@ -238,10 +239,11 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
             train_loss = float(distributed.all_mean(running_loss).item() / running_steps)
             running_loss.zero_()
             running_steps = 0
-            finished = (iteration >= pretrain_iters and stopper.should_stop(iteration)) or iteration >= total_iters
+            finished = stopper.should_stop(iteration) or iteration >= total_iters   # never within pre-training
             if rank != 0:
                 continue
-            record = {"iteration": iteration, "phase": "pretrain" if pretraining else "train", "train_loss": train_loss, "val_loss": val_loss,
+            record = {"iteration": iteration, "phase": "pretrain" if pretraining else "train",
+                      "train_loss": train_loss, "val_loss": val_loss,
                       "best_val_loss": stopper.best_loss, "best_iteration": stopper.best_iteration,
                       "wall_s": round(elapsed + time.monotonic() - started, 3)}
             log.write(json.dumps(record) + "\n")

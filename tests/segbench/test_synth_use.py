@@ -111,8 +111,9 @@ def test_weight_one_trains_exactly_as_the_unweighted_step(data, tmp_path: Path) 
 def test_graphed_step_reads_the_weights_from_a_static_buffer() -> None:
     config = tiny()
     generator = torch.Generator().manual_seed(0)
-    data = [(torch.rand(4, 1, 16, 16, generator=generator) * 2 - 1, torch.randint(0, 2, (4, 16, 16), generator=generator),
-             torch.tensor([1.0, 1.0, w, w])) for w in (0.5, 2.0, 0.5, 3.0)]
+    data = [(torch.rand(4, 1, 16, 16, generator=generator) * 2 - 1,
+             torch.randint(0, 2, (4, 16, 16), generator=generator), torch.tensor([1.0, 1.0, w, w]))
+            for w in (0.5, 2.0, 0.5, 3.0)]
 
     def fresh():
         torch.manual_seed(0)
@@ -233,7 +234,7 @@ def test_report_tells_uses_apart_and_shows_the_gans_scores(tmp_path: Path) -> No
 
     export = make_synthetic_export(tmp_path / "export")
     (export / "score.json").write_text(json.dumps({"alignment": {"mean": 0.75, "q05": 0.1}, "fd": 12.5}))
-    plain = make_run(tmp_path / "r" / "base", binary([0.9, 0.8, 0.7]))
+    make_run(tmp_path / "r" / "base", binary([0.9, 0.8, 0.7]))
     mix = make_run(tmp_path / "r" / "mix", binary([0.8, 0.8, 0.7]), real=8, synth=8)
     weighted = make_run(tmp_path / "r" / "weighted", binary([0.85, 0.8, 0.7]), real=8, synth=8)
     for run_dir, extra in ((mix, {}), (weighted, {"synth_weight": 0.5, "synth_filter": "top=50%"})):
@@ -294,3 +295,16 @@ def test_rank_rows_and_their_weights_under_torchrun(monkeypatch: pytest.MonkeyPa
     assert row_weights(is_synthetic[rows], 0.5).tolist() == [1.0, 1.0, 0.5]
     pretrain = SimpleNamespace(real_per_batch=0, synth_per_batch=6, device=CPU)
     assert _rank_rows(0, 3, pretrain, world=2).tolist() == [3, 4, 5]
+
+
+def test_gan_scores_of_a_generator_run_and_damaged_files(tmp_path: Path) -> None:
+    from segbench.report import gan_scores
+
+    run_dir = tmp_path / "gan"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    config = {"synth_source": "generator", "checkpoint": str(run_dir / "checkpoints" / "ckpt-00001.pt")}
+    assert gan_scores(config) is None
+    (run_dir / "score.json").write_text(json.dumps({"alignment": {"mean": 0.5}, "fd": 3}))
+    assert gan_scores(config) == {"alignment": 0.5, "fd": 3.0}
+    (run_dir / "score.json").write_text(json.dumps({"alignment": 0.5, "fd": 3}))   # not score.json's format
+    assert gan_scores(config) is None
