@@ -40,6 +40,11 @@ def run(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Generator for --synth-source generator."),
     synth_filter: Optional[str] = typer.Option(None, "--synth-filter", help="Keep synthetic pairs by their "
                                                "per-pair quality: q>=0.8 | top=75% (needs scored shards)."),
+    synth_weight: Optional[float] = typer.Option(None, "--synth-weight", help="Loss weight of each synthetic row "
+                                                 "relative to a real one (default 1: every pixel the same)."),
+    pretrain_synth: Optional[int] = typer.Option(None, "--pretrain-synth", help="First train N iterations on "
+                                                 "synthetic pairs only, then on the --real/--synth mix "
+                                                 "(early stopping counts from there)."),
     preset: str = typer.Option("auto", "--preset", help="tiny | small | thesis | auto (the GAN run's preset)."),
     max_iters: Optional[int] = typer.Option(None, "--max-iters"),
     min_iters: Optional[int] = typer.Option(None, "--min-iters", help="Early stopping: train at least this long."),
@@ -64,6 +69,7 @@ def run(
     config = command_config(ws, out, resume, preset=preset, dataset=dataset, fold=fold, real_per_batch=real,
                             synth_per_batch=synth, aug=aug, real_shards=real_shards, synth_shards=synth_shards,
                             synth_source=synth_source, checkpoint=checkpoint, synth_filter=synth_filter,
+                            synth_weight=synth_weight, pretrain_iters=pretrain_synth,
                             allow_unsafe_aug=allow_unsafe_aug or None,
                             max_iters=max_iters,
                             min_iters=min_iters, patience=patience, seed=seed, device=device,

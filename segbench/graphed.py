@@ -51,6 +51,7 @@ class GraphedTrainStep:
         self.calls = 0
         self.static_images: torch.Tensor | None = None   # float32 B×C×H×W, training memory format
         self.static_masks: torch.Tensor | None = None    # int64 B×H×W
+        self.static_weights: torch.Tensor | None = None  # float32 B per-row loss weights (None: plain mean)
         self._graphed: GraphedCall[torch.Tensor] | None = None   # built with the static buffers
 
     @property
@@ -72,19 +73,26 @@ class GraphedTrainStep:
         """float32 scalar, overwritten by every replay."""
         return None if self._graphed is None else self._graphed.outputs
 
-    def __call__(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, masks: torch.Tensor,
+                 weights: torch.Tensor | None = None) -> torch.Tensor:
+        """`weights` (float32 B or None, segbench.step.row_weights) must be given on every call or on none: the
+        graph reads them from a static buffer, so they may change from call to call without a recapture."""
         self.calls += 1
         if self.failed:
-            return self._step(images, masks)
+            return self._step(images, masks, weights=weights)
         if self.static_images is None:
-            self._make_buffers(images, masks)
+            self._make_buffers(images, masks, weights)
         if images.shape != self.static_images.shape or masks.shape != self.static_masks.shape:
-            return self._step(images, masks)   # e.g. a short last batch: eager for this call only
+            return self._step(images, masks, weights=weights)   # e.g. a short last batch: eager for this call only
+        if (weights is None) != (self.static_weights is None):
+            raise ValueError("GraphedTrainStep: weights given on some calls but not on others")
         self.static_images.copy_(images)
         self.static_masks.copy_(masks)
+        if weights is not None:
+            self.static_weights.copy_(weights)
         return self._graphed().clone()   # the next replay overwrites the graph's loss; callers accumulate losses
 
-    def _make_buffers(self, images: torch.Tensor, masks: torch.Tensor) -> None:
+    def _make_buffers(self, images: torch.Tensor, masks: torch.Tensor, weights: torch.Tensor | None) -> None:
         # Exactly the strides train_step's convolutions see: for one image channel NCHW is already
         # "channels-last contiguous" (65536, 65536, 256, 1), while a tensor made channels-last has
         # (65536, 1, 256, 1), from which PyTorch infers channels-last. cuDNN's algorithm cache keys on that
@@ -95,12 +103,16 @@ class GraphedTrainStep:
         self.static_images = torch.empty_strided(layout.size(), layout.stride(), dtype=layout.dtype,
                                                  device=layout.device)
         self.static_masks = torch.empty_like(masks)
-        graphed = GraphedCall(lambda: self._step(self.static_images, self.static_masks), [self.optimizer],
-                              images.device, self.capture, self.warmup,
-                              capture_body=lambda: self._step(self.static_images, self.static_masks, False),
+        self.static_weights = None if weights is None else torch.empty_like(weights)
+        graphed = GraphedCall(lambda: self._step(self.static_images, self.static_masks, weights=self.static_weights),
+                              [self.optimizer], images.device, self.capture, self.warmup,
+                              capture_body=lambda: self._step(self.static_images, self.static_masks, False,
+                                                              self.static_weights),
                               who="segbench", turn_off="run without --cuda-graph")
         graphed.graph_factory, graphed.capture_context = self.graph_factory, self.capture_context
         self._graphed = graphed
 
-    def _step(self, images: torch.Tensor, masks: torch.Tensor, cache_enabled: bool = True) -> torch.Tensor:
-        return train_step(self.model, self.optimizer, images, masks, self.amp, cache_enabled, self.channels_last)
+    def _step(self, images: torch.Tensor, masks: torch.Tensor, cache_enabled: bool = True,
+              weights: torch.Tensor | None = None) -> torch.Tensor:
+        return train_step(self.model, self.optimizer, images, masks, self.amp, cache_enabled, self.channels_last,
+                          weights)

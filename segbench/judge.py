@@ -31,9 +31,8 @@ from pairgen.core.errors import UserError
 from pairgen.shards import MANIFEST_NAME, ShardSet, add_quality, load_shards
 from segbench.presets import SegConfig, make_config
 from segbench.run import DataPlan, plan_data, preset_for
-from segbench.rundir import RunDir
+from segbench.rundir import SCORE_NAME, RunDir, gan_run_dir
 
-SCORE_NAME = "score.json"
 JUDGE_REAL_PER_BATCH = 16
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -224,7 +223,7 @@ def score(target: Path, ws: Path, n: int = 256, seed: int = 0, judge: Path | Non
     if write_quality:
         add_quality(plan.synth_dir, per_pair.astype(np.float32))
     if out is None:
-        out = plan.synth_dir if plan.synth_dir is not None else _run_dir_of(plan.checkpoint)
+        out = plan.synth_dir if plan.synth_dir is not None else gan_run_dir(plan.checkpoint)
     atomic_write_json(Path(out) / SCORE_NAME if Path(out).is_dir() else Path(out), result)
     return result
 
@@ -237,11 +236,6 @@ def _synthetic_pairs(plan: DataPlan, n: int, seed: int,
         return synth.images, synth.masks, {"export": str(plan.synth_dir.resolve())}
     images, masks, meta = sample_pairs(plan.checkpoint, n, seed, device)
     return images, masks, {"checkpoint": str(plan.checkpoint.resolve()), "step": meta["step"], "seed": seed}
-
-
-def _run_dir_of(checkpoint: Path) -> Path:
-    """The GAN run directory holding checkpoints/ckpt-*.pt."""
-    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
 
 
 def _check_layout(train: ShardSet, meta: dict[str, Any], judge_dir: Path) -> None:

@@ -9,6 +9,7 @@ Presets (match pairgen's):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -44,6 +45,8 @@ class SegConfig(FrozenConfig):
     synth_source: str = "shards"         # 'shards' | 'generator' (fresh samples from a checkpoint each batch)
     checkpoint: str | None = None        # generator checkpoint for synth_source='generator'
     synth_filter: str = ""               # keep synthetic pairs by per-pair quality: 'q>=0.8' | 'top=75%' | ''
+    synth_weight: float = 1.0            # loss weight of a synthetic row relative to a real one (segbench.step)
+    pretrain_iters: int = 0              # first train this many iterations on synthetic rows only (segbench.train)
     depth: int = 2
     filters: int = 16
     pooling: str = "avg"                 # tables 4.2 / 4.4: average pooling
@@ -64,6 +67,31 @@ class SegConfig(FrozenConfig):
     @property
     def batch_size(self) -> int:
         return self.real_per_batch + self.synth_per_batch
+
+    @property
+    def uses_synthetic(self) -> bool:
+        """Synthetic pairs are drawn: M > 0 or a synthetic pre-training phase."""
+        return self.synth_per_batch > 0 or self.pretrain_iters > 0
+
+    @property
+    def synth_use(self) -> str:
+        """How synthetic pairs are used, as a label suffix (synth_use_tag)."""
+        return synth_use_tag(self.synth_filter if self.uses_synthetic else "",
+                             self.synth_weight if self.synth_per_batch else 1.0, self.pretrain_iters)
+
+
+def synth_use_tag(synth_filter: str = "", synth_weight: float = 1.0, pretrain_iters: int = 0) -> str:
+    """The non-default ways of using synthetic pairs as a filesystem-safe label part, '' for the defaults:
+    'top=50%' → 'top50', 'q>=0.8' → 'q0.8'; weight 0.5 → 'w0.5'; 500 pre-training iterations → 'pre500'.
+    One place for the run ID (segbench.run.run_label), the report's configurations and a sweep's labels."""
+    parts = []
+    if synth_filter:
+        parts.append(str(synth_filter).replace(" ", "").replace("q>=", "q").replace("top=", "top").rstrip("%"))
+    if float(synth_weight) != 1.0:
+        parts.append(f"w{float(synth_weight):g}")
+    if int(pretrain_iters):
+        parts.append(f"pre{int(pretrain_iters)}")
+    return "-".join(parts)
 
 
 def preset_values(dataset: str, preset: str) -> dict[str, Any]:
@@ -88,6 +116,12 @@ def make_config(dataset: str, preset: str = "tiny", **overrides: Any) -> SegConf
         raise UserError("--real + --synth must be at least 1 (a minibatch cannot be empty)")
     if config.synth_source not in SYNTH_SOURCES:
         raise UserError(f"--synth-source must be one of {', '.join(SYNTH_SOURCES)}, not {config.synth_source!r}")
+    if not (math.isfinite(config.synth_weight) and config.synth_weight > 0):
+        raise UserError(f"--synth-weight must be a positive number, not {config.synth_weight}")
+    if config.synth_weight != 1.0 and config.synth_per_batch == 0:
+        raise UserError("--synth-weight weighs the synthetic rows of a mixed batch: it needs --synth M > 0")
+    if config.pretrain_iters < 0:
+        raise UserError(f"--pretrain-synth must be >= 0, not {config.pretrain_iters}")
     if config.synth_filter:
         from segbench.mixing import parse_synth_filter
 

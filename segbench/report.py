@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from pairgen.core.errors import UserError
-from segbench.rundir import CONFIG_NAME, SUMMARY_NAME, RunDir, read_json
+from segbench.presets import SegConfig
+from segbench.rundir import CONFIG_NAME, SCORE_NAME, SUMMARY_NAME, RunDir, gan_run_dir, read_json
 
 PRIMARY = {"binary": "dice", "multiclass": "miou"}
 BINARY_METRICS = ("dice", "hausdorff_mm", "hd95_mm", "assd_mm")
@@ -48,17 +49,20 @@ class Run:
     rows: list[dict[str, Any]]
     summary: dict[str, Any]
     variant: str = ""     # preset, low-data fraction, generator source: never pooled with each other
+    use: str = ""         # how synthetic pairs were used (SegConfig.synth_use: filter, weight, pre-training)
+    gan: dict[str, float] | None = None   # the used export's / GAN run's score.json: {'alignment', 'fd'}
 
 
 @dataclass
 class Configuration:
-    """All runs (folds × seeds) of one (dataset, K, M, aug) combination."""
+    """All runs (folds × seeds) of one (dataset, K, M, aug, variant, use) combination."""
 
     dataset: str
     real: int
     synth: int
     aug: str
     variant: str = ""
+    use: str = ""     # SegConfig.synth_use, part of the label: '8-8-NoAug-top50-w0.5-pre500'
     label: str = ""
     by_spec: bool = False   # labelled with the aug spec (several specs in this dataset)
     runs: list[Run] = field(default_factory=list)
@@ -82,11 +86,14 @@ def is_noaug(aug: str | None) -> bool:
     return aug is None or str(aug).strip().lower() in ("", "none")
 
 
-def config_label(real: int, synth: int, aug: str, by_spec: bool = False) -> str:
-    """Thesis network ID: K-M-Aug / K-M-NoAug, or K-M-<spec> when several specs are compared."""
+def config_label(real: int, synth: int, aug: str, by_spec: bool = False, use: str = "") -> str:
+    """Thesis network ID: K-M-Aug / K-M-NoAug, or K-M-<spec> when several specs are compared; then the
+    synthetic-use tag when not the defaults (SegConfig.synth_use), as in the run's own ID (segbench.run.run_label)."""
     if is_noaug(aug):
-        return f"{real}-{synth}-NoAug"
-    return f"{real}-{synth}-{aug}" if by_spec else f"{real}-{synth}-Aug"
+        label = f"{real}-{synth}-NoAug"
+    else:
+        label = f"{real}-{synth}-{aug}" if by_spec else f"{real}-{synth}-Aug"
+    return f"{label}-{use}" if use else label
 
 
 def lower_is_better(metric: str) -> bool:
@@ -134,11 +141,32 @@ def load_run(path: Path) -> Run | str:
     except ValueError as exc:
         return f"summary.json/config.json: {exc}"
     generator = merged.get("synth_source") == "generator" and synth > 0
-    synth_filter = merged.get("synth_filter") if synth > 0 else None   # never pool filtered with unfiltered runs
-    variant = "-".join(str(v) for v in (merged.get("preset"), fraction, "generator" if generator else None,
-                                        synth_filter) if v)
+    try:   # never pool filtered, weighted or pre-trained runs with plain ones: the tag is part of the label
+        used = SegConfig.from_json({k: merged[k] for k in ("real_per_batch", "synth_per_batch", "synth_filter",
+                                                           "synth_weight", "pretrain_iters") if k in merged})
+        use = used.synth_use
+    except (TypeError, ValueError) as exc:
+        return f"summary.json/config.json: {exc}"
+    variant = "-".join(str(v) for v in (merged.get("preset"), fraction, "generator" if generator else None) if v)
     return Run(path=path, dataset=str(merged["dataset"]), fold_id=fold_id, seed=seed, real=real, synth=synth,
-               aug=str(merged.get("aug") or "none"), rows=rows, summary=summary, variant=variant)
+               aug=str(merged.get("aug") or "none"), rows=rows, summary=summary, variant=variant, use=use,
+               gan=gan_scores(merged) if used.uses_synthetic else None)
+
+
+def gan_scores(config: dict[str, Any]) -> dict[str, float] | None:
+    """{'alignment': mean, 'fd': Fréchet distance} of the score.json (segbench.judge) next to the synthetic
+    data a run's config.json names (the export directory, or the generator checkpoint's GAN run); None without."""
+    generator = config.get("synth_source") == "generator"
+    source = config.get("checkpoint") if generator else config.get("synth_shards")
+    if not source:
+        return None
+    path = gan_run_dir(Path(str(source))) if generator else Path(str(source))
+    score = read_json(path / SCORE_NAME) or {}
+    alignment = score["alignment"].get("mean") if isinstance(score.get("alignment"), dict) else None
+    fd = score.get("fd")
+    if not isinstance(alignment, (int, float)) or not isinstance(fd, (int, float)):
+        return None
+    return {"alignment": float(alignment), "fd": float(fd)}
 
 
 def _count(fields: dict[str, Any], key: str) -> int:
@@ -177,7 +205,7 @@ def group_runs(runs: list[Run], skipped: list[dict[str, str]]) -> list[Configura
     """Configurations in thesis order: K descending, then M, then Aug before NoAug (tables 5.2 / 5.4)."""
     groups: dict[tuple, Configuration] = {}
     for run in runs:
-        key = (run.dataset, run.real, run.synth, run.aug, run.variant)
+        key = (run.dataset, run.real, run.synth, run.aug, run.variant, run.use)
         groups.setdefault(key, Configuration(*key)).runs.append(run)
     for config in groups.values():
         # a (fold, seed) run twice (e.g. rerun into a new dir): keep the newest so no test image counts double
@@ -194,10 +222,11 @@ def group_runs(runs: list[Run], skipped: list[dict[str, str]]) -> list[Configura
         several_variants = len({c.variant for c in members}) > 1
         for config in members:
             config.by_spec = len(specs) > 1
-            config.label = config_label(config.real, config.synth, config.aug, by_spec=config.by_spec)
+            config.label = config_label(config.real, config.synth, config.aug, config.by_spec, config.use)
             if several_variants:   # e.g. tiny and small runs of one grid: label them apart, never pool them
                 config.label += f"@{config.variant}"
-    return sorted(groups.values(), key=lambda c: (c.dataset, c.variant, -c.real, c.synth, is_noaug(c.aug), c.aug))
+    return sorted(groups.values(),
+                  key=lambda c: (c.dataset, c.variant, -c.real, c.synth, is_noaug(c.aug), c.aug, c.use))
 
 
 # ---------------------------------------------------------------------------------------------- aggregation
@@ -259,9 +288,13 @@ def summarize_configuration(config: Configuration, metrics: list[str], n_boot: i
     """One row of report.json / report.csv."""
     confusion = [r.summary["confusion"]["miou"] for r in config.runs
                  if isinstance(r.summary.get("confusion"), dict) and "miou" in r.summary["confusion"]]
+    scores = list({str(sorted(r.gan.items())): r.gan for r in config.runs if r.gan}.values())   # one per source
     return {
         "dataset": config.dataset, "label": config.label, "task": config.task,
         "real_per_batch": config.real, "synth_per_batch": config.synth, "aug": config.aug, "variant": config.variant,
+        "synth_use": config.use,
+        "gan_alignment": float(np.mean([s["alignment"] for s in scores])) if scores else None,
+        "gan_fd": float(np.mean([s["fd"] for s in scores])) if scores else None,
         "aug_column": "no" if is_noaug(config.aug) else (config.aug if config.by_spec else "yes"),
         "n_runs": len(config.runs),
         "folds": sorted({r.fold_id for r in config.runs}), "seeds": sorted({r.seed for r in config.runs}),
@@ -312,7 +345,7 @@ def default_comparisons(configs: list[Configuration]) -> list[tuple[str, str]]:
     pairs = []
     for dataset, variant in dict.fromkeys((c.dataset, c.variant) for c in configs):
         members = [c for c in configs if (c.dataset, c.variant) == (dataset, variant)]
-        baselines = [c for c in members if c.synth == 0 and c.real > 0 and is_noaug(c.aug)]
+        baselines = [c for c in members if c.synth == 0 and c.real > 0 and is_noaug(c.aug) and not c.use]
         if baselines:
             base = max(baselines, key=lambda c: c.real)
             pairs += [(c.label, base.label) for c in members if c is not base]

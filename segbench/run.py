@@ -121,7 +121,7 @@ def plan_data(config: SegConfig, ws: Path) -> DataPlan:
 
     dataset, fold_id = config.dataset or None, config.fold_id or None
     synth_dir = checkpoint = shape = None
-    if config.synth_per_batch > 0 and config.synth_source == "shards":
+    if config.uses_synthetic and config.synth_source == "shards":
         synth_dir = Path(config.synth_shards) if config.synth_shards else newest_export(ws, dataset, fold_id)
         facts = _shard_facts(synth_dir)
         if facts.get("kind") != "synthetic":
@@ -130,13 +130,13 @@ def plan_data(config: SegConfig, ws: Path) -> DataPlan:
         fold_id = fold_id or (fold_label(facts["trained_fold"]) if facts.get("trained_fold") is not None else None)
         _refuse_leak(synth_dir, facts.get("trained_dataset"), facts.get("trained_fold"), dataset, fold_id)
         shape = (int(facts["height"]), int(facts["width"]))
-    elif config.synth_per_batch > 0 and config.synth_source == "generator":
+    elif config.uses_synthetic and config.synth_source == "generator":
         given = Path(config.checkpoint) if config.checkpoint else newest_gan_run(ws, dataset, fold_id)
         checkpoint, gan_config, meta = _checkpoint_facts(given)
         dataset, fold_id = dataset or meta["dataset"], fold_id or meta["fold_id"]
         _refuse_leak(checkpoint, meta["dataset"], meta["fold_id"], dataset, fold_id)
         shape = (int(gan_config.height), int(gan_config.width))
-    elif config.synth_per_batch > 0:
+    elif config.uses_synthetic:
         raise UserError(f"--synth-source must be 'shards' or 'generator', not {config.synth_source!r}")
 
     real_parent = Path(config.real_shards) if config.real_shards else _find_real(ws, dataset, fold_id, shape)
@@ -169,9 +169,11 @@ def preset_for(plan: DataPlan) -> str:
     return resolve_preset("auto")
 
 
-def run_label(real_per_batch: int, synth_per_batch: int, augmented: bool) -> str:
-    """Thesis network ID (table 5.4): e.g. '8-0-Aug', '4-4-NoAug'."""
-    return f"{real_per_batch}-{synth_per_batch}-{'Aug' if augmented else 'NoAug'}"
+def run_label(real_per_batch: int, synth_per_batch: int, augmented: bool, synth_use: str = "") -> str:
+    """Thesis network ID (table 5.4): e.g. '8-0-Aug', '4-4-NoAug'; with SegConfig.synth_use when not the
+    defaults, e.g. '8-8-NoAug-top50-w0.5-pre500'."""
+    return "-".join(p for p in (f"{real_per_batch}-{synth_per_batch}", "Aug" if augmented else "NoAug", synth_use)
+                    if p)
 
 
 def _recorded(config: SegConfig, plan: DataPlan) -> SegConfig:
@@ -188,7 +190,7 @@ def _recorded(config: SegConfig, plan: DataPlan) -> SegConfig:
 
 def recorded_plan(config: SegConfig) -> DataPlan:
     """The data plan a resolved config records (no search, no checks: those ran when it was resolved)."""
-    uses = config.synth_per_batch > 0
+    uses = config.uses_synthetic
     return DataPlan(config.dataset, config.fold_id, Path(str(config.real_shards)),
                     Path(config.synth_shards) if uses and config.synth_source == "shards" else None,
                     Path(config.checkpoint) if uses and config.synth_source == "generator" else None)
@@ -214,7 +216,8 @@ def resolve_config(ws: Path, preset: str = "auto", dataset: str | None = None, f
     from segbench.augment import parse_spec
 
     flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None}
-    probe_fields = ("real_per_batch", "synth_per_batch", "real_shards", "synth_shards", "synth_source", "checkpoint")
+    probe_fields = ("real_per_batch", "synth_per_batch", "real_shards", "synth_shards", "synth_source", "checkpoint",
+                    "pretrain_iters")
     probe = SegConfig(dataset=dataset or "", fold_id="" if fold is None else fold_id(fold),
                       **{k: flags[k] for k in probe_fields if k in flags})
     parse_spec(flags.get("aug", "none"))   # a bad --aug fails before any data is touched
@@ -297,7 +300,7 @@ def _check_batch_memory(config: SegConfig, train: ShardSet, device: torch.device
 def _synth_source(config: SegConfig, plan: DataPlan, train: ShardSet, device: torch.device):
     from segbench.mixing import GeneratorSynthSource, ShardSynthSource, filter_synthetic
 
-    if config.synth_per_batch == 0:
+    if not config.uses_synthetic:
         return None
     if plan.synth_dir is not None:
         synth = filter_synthetic(load_shards(plan.synth_dir, expect={"kind": "synthetic", "trained_dataset": plan.dataset}),
@@ -374,7 +377,7 @@ def _run(config: SegConfig, workspace: Path, out: Path | None, resume: bool, sho
 
     spec = parse_spec(config.aug)
     plan = recorded_plan(config)
-    label = run_label(config.real_per_batch, config.synth_per_batch, not spec.is_identity)
+    label = run_label(config.real_per_batch, config.synth_per_batch, not spec.is_identity, config.synth_use)
     device = resolve_device(config.device)
     real = _load_real(plan)
     _check_batch_memory(config, real["train"], device)
@@ -393,14 +396,16 @@ def _run(config: SegConfig, workspace: Path, out: Path | None, resume: bool, sho
 
     torch.manual_seed(config.seed)   # He initialisation
     train = real["train"]
+    generator = torch.Generator().manual_seed(config.seed)
     batches = MixedBatches(RealSource(train, device) if config.real_per_batch else None, synth,
-                           config.real_per_batch * world, config.synth_per_batch * world,
-                           torch.Generator().manual_seed(config.seed))
+                           config.real_per_batch * world, config.synth_per_batch * world, generator)
+    # --pretrain-synth: the same K + M rows, all synthetic (same source and generator: one resumable state)
+    pretrain = MixedBatches(None, synth, 0, config.batch_size * world, generator) if config.pretrain_iters else None
     model = build_unet(config, train.images.shape[3], len(train.class_names))
     with StopRequest() as stop:   # the first Ctrl-C saves the training state and names the resume command
         try:
             result = train_segmentation(config, model, batches, real["val"], files.path, resume=resuming,
-                                        show_progress=show_progress, stop=stop)
+                                        show_progress=show_progress, stop=stop, pretrain_batches=pretrain)
         except Interrupted as exc:
             raise Interrupted(f"{exc}; resume with: segbench run --resume --out {files.path}{_workspace_flag(ws)}") \
                 from None
@@ -421,7 +426,7 @@ def _run(config: SegConfig, workspace: Path, out: Path | None, resume: bool, sho
     files.write_summary(Summary(
         label=label, dataset=config.dataset, fold_id=config.fold_id, real_per_batch=config.real_per_batch,
         synth_per_batch=config.synth_per_batch, aug=str(spec), seed=config.seed, preset=config.preset,
-        synth_source=config.synth_source if config.synth_per_batch else None, iterations=result["iterations"],
+        synth_source=config.synth_source if config.uses_synthetic else None, iterations=result["iterations"],
         best_iteration=result["best_iteration"], best_val_loss=result["best_val_loss"],
         stopped_early=result["stopped_early"], wall_s=result["wall_s"],
         total_wall_s=round(time.monotonic() - started, 3), device=str(device), run=files.name,

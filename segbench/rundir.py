@@ -22,6 +22,13 @@ from typing import Any
 
 SUMMARY_NAME = "summary.json"
 CONFIG_NAME = "config.json"
+SCORE_NAME = "score.json"   # a GAN run's or export's pair-quality figures (segbench.judge), read by segbench.report
+
+
+def gan_run_dir(checkpoint: Path) -> Path:
+    """The GAN run directory of a generator checkpoint (<run>/checkpoints/ckpt-*.pt, or a file in the run)."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,29 @@ import torch.nn.functional as F
 from segbench.presets import SegConfig
 
 
-def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, reduction: str = "mean",
+                      row_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Per-pixel cross-entropy. logits float B×C×H×W; masks int64 B×H×W class ids.
 
     C == 1: sigmoid cross-entropy against (mask > 0); C > 1: softmax cross-entropy. Computed in float32.
+    row_weights (float32 B, > 0 in sum; reduction 'mean' only): the weighted mean Σ_b w_b Σ_pixels l / (Σ_b w_b ·
+    H·W), so equal weights give the plain mean (SegConfig.synth_weight; None: the plain mean itself).
     """
     logits = logits.float()
+    if row_weights is not None:
+        per_pixel = segmentation_loss(logits, masks, reduction="none")
+        return (per_pixel * row_weights.view(-1, 1, 1)).sum() / (row_weights.sum() * per_pixel[0].numel())
     if logits.shape[1] == 1:
         return F.binary_cross_entropy_with_logits(logits[:, 0], (masks > 0).float(), reduction=reduction)
     return F.cross_entropy(logits, masks, reduction=reduction)
+
+
+def row_weights(is_synthetic: torch.Tensor, synth_weight: float) -> torch.Tensor | None:
+    """Per-row loss weights float32 B for a batch's is_synthetic bool B: synth_weight on synthetic rows, 1 on real
+    ones; None for weight 1 (the plain mean: training exactly as without weights)."""
+    if float(synth_weight) == 1.0:
+        return None
+    return torch.where(is_synthetic, float(synth_weight), 1.0).float()
 
 
 def memory_format(channels_last: bool = True) -> torch.memory_format:
@@ -51,14 +65,16 @@ def autocast_for(device: torch.device, amp: bool, cache_enabled: bool = True):
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, masks: torch.Tensor,
-               amp: bool, cache_enabled: bool = True, channels_last: bool = True) -> torch.Tensor:
+               amp: bool, cache_enabled: bool = True, channels_last: bool = True,
+               weights: torch.Tensor | None = None) -> torch.Tensor:
     """One optimiser step on a batch (images float32 B×C×H×W in [-1, 1], masks int64 B×H×W) → the loss (a
     detached scalar on the device; no host sync). `model` may be a DistributedDataParallel wrapper.
-    `cache_enabled=False`: autocast without its weight-cast cache (CUDA graph capture, segbench.graphed)."""
+    `cache_enabled=False`: autocast without its weight-cast cache (CUDA graph capture, segbench.graphed).
+    `weights`: per-row loss weights float32 B (segmentation_loss, row_weights), None: the plain mean."""
     images = images.contiguous(memory_format=memory_format(channels_last))
     with autocast_for(images.device, amp, cache_enabled):
         logits = model(images)
-    loss = segmentation_loss(logits, masks)
+    loss = segmentation_loss(logits, masks, row_weights=weights)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

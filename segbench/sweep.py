@@ -69,6 +69,16 @@ def _ints(value: Any, what: str, path: Path) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _synth_use(real: int, synth: int, overrides: dict[str, Any]) -> str:
+    """The label tag of a [[config]]'s synth_filter / synth_weight / pretrain_iters (SegConfig.synth_use), so a
+    sweep's labels are the report's."""
+    from segbench.presets import SegConfig
+
+    keys = ("synth_filter", "synth_weight", "pretrain_iters")
+    return SegConfig(real_per_batch=real, synth_per_batch=synth,
+                     **{k: overrides[k] for k in keys if k in overrides}).synth_use
+
+
 def load_manifest(path: Path) -> Manifest:
     """Parse and validate an experiment grid; every problem is a one-line UserError naming the file."""
     from segbench.augment import parse_spec
@@ -95,7 +105,8 @@ def load_manifest(path: Path) -> Manifest:
             raise UserError(f"{path}: [[config]] #{i}: keys {sorted(bad)} are not SegConfig overrides")
         entries.append((real, synth, aug, label, raw))
     by_spec = len({aug for _, _, aug, _, _ in entries if not is_noaug(aug)}) > 1
-    built = tuple(Entry(label or config_label(r, s, a, by_spec), r, s, a, o) for r, s, a, label, o in entries)
+    built = tuple(Entry(label or config_label(r, s, a, by_spec, _synth_use(r, s, {**data.get("seg", {}), **o})),
+                        r, s, a, o) for r, s, a, label, o in entries)
     labels = [e.label for e in built]
     if duplicates := sorted({x for x in labels if labels.count(x) > 1}):
         raise UserError(f"{path}: configurations {duplicates} appear twice")
@@ -201,6 +212,11 @@ def ensure_export(m: Manifest, fold: int, checkpoint: Path, ws: Path) -> Path:
     return export(checkpoint, out, n, resume=bool(unfinished))
 
 
+def _uses_synth(m: Manifest, entry: Entry) -> bool:
+    """The row draws synthetic pairs: M > 0, or synthetic pre-training (pretrain_iters) before a real-only mix."""
+    return entry.synth > 0 or int({**m.seg, **entry.overrides}.get("pretrain_iters", 0)) > 0
+
+
 def _source(m: Manifest, entry: Entry) -> str:
     return str({**m.seg, **entry.overrides}.get("synth_source", "shards"))
 
@@ -211,9 +227,9 @@ def seg_config(m: Manifest, task: Task, preset: str, real: Path | None, synth: P
     from segbench.presets import make_config
 
     options = {**m.seg, **task.entry.overrides}
-    if task.entry.synth > 0 and synth is not None and _source(m, task.entry) == "shards":
+    if _uses_synth(m, task.entry) and synth is not None and _source(m, task.entry) == "shards":
         options.setdefault("synth_shards", str(synth))
-    if task.entry.synth > 0 and checkpoint is not None and _source(m, task.entry) == "generator":
+    if _uses_synth(m, task.entry) and checkpoint is not None and _source(m, task.entry) == "generator":
         options.setdefault("checkpoint", str(checkpoint))
     return make_config(m.dataset, preset, fold_id=m.fold_id(task.fold), real_per_batch=task.entry.real,
                        synth_per_batch=task.entry.synth, aug=task.entry.aug, seed=task.seed,
@@ -327,7 +343,7 @@ def sweep(manifest: Path, workspace: Path | None = None, jobs: int = 1, dry_run:
         if not pending:
             continue
         real = ensure_real(m, fold, preset, ws)
-        synthetic = [t for t in pending if t.entry.synth > 0]
+        synthetic = [t for t in pending if _uses_synth(m, t.entry)]
         checkpoint = ensure_generator(m, fold, preset, ws) if synthetic and m.gan is not None else None
         export = None
         if any(_source(m, t.entry) == "shards" for t in synthetic):

@@ -68,7 +68,9 @@ def configuration_table(rows: list[dict[str, Any]], compact: bool = False) -> Ta
         if i == 0:
             headers.append(f"{metric_name(m)} 95% CI")
     confusion = any(r.get("confusion_miou") is not None for r in rows)
-    headers += (["mIoU (confusion)"] if confusion else []) + ([] if compact else ["runs"]) + ["n images", "undefined"]
+    gan = any(r.get("gan_fd") is not None for r in rows)   # the used GAN's score.json (segbench.report.gan_scores)
+    headers += (["mIoU (confusion)"] if confusion else []) + (["GAN alignment", "GAN FD"] if gan else [])
+    headers += ([] if compact else ["runs"]) + ["n images", "undefined"]
     cells = []
     for row in rows:
         line = [row["label"], str(row["real_per_batch"]), str(row["synth_per_batch"]), row["aug_column"]]
@@ -84,7 +86,9 @@ def configuration_table(rows: list[dict[str, Any]], compact: bool = False) -> Ta
                 line.append(f"[{fmt(s['ci_low'])}, {fmt(s['ci_high'])}]")
         undefined = [f"{metric_name(m)}: {s['n_undefined']}" for m, s in row["metrics"].items()
                      if s["n_undefined"] and not _per_class(m)]
-        line += ([fmt(row.get("confusion_miou"))] if confusion else []) + ([] if compact else [str(row["n_runs"])])
+        line += ([fmt(row.get("confusion_miou"))] if confusion else [])
+        line += [fmt(row.get("gan_alignment")), fmt(row.get("gan_fd"))] if gan else []
+        line += [] if compact else [str(row["n_runs"])]
         line += [str(row["n_images"]), ", ".join(undefined) or "0"]
         cells.append(line)
     first = rows[0]
@@ -149,11 +153,13 @@ def report_csv(configurations: list[dict[str, Any]]) -> bytes:
     for row in configurations:
         metrics += [m for m in row["metrics"] if m not in metrics]
     header = ["dataset", "label", "task", "real_per_batch", "synth_per_batch", "aug", "n_runs", "folds", "seeds",
-              "n_images", "confusion_miou"] + [f"{m}_{k}" for m in metrics for k in STAT_KEYS]
+              "n_images", "confusion_miou", "synth_use", "gan_alignment", "gan_fd"]
+    header += [f"{m}_{k}" for m in metrics for k in STAT_KEYS]
     rows = []
     for r in configurations:
         line = [r["dataset"], r["label"], r["task"], r["real_per_batch"], r["synth_per_batch"], r["aug"],
-                r["n_runs"], ";".join(r["folds"]), ";".join(map(str, r["seeds"])), r["n_images"], r["confusion_miou"]]
+                r["n_runs"], ";".join(r["folds"]), ";".join(map(str, r["seeds"])), r["n_images"], r["confusion_miou"],
+                r.get("synth_use", ""), r.get("gan_alignment"), r.get("gan_fd")]
         line += [r["metrics"].get(m, {}).get(k) for m in metrics for k in STAT_KEYS]
         rows.append(line)
     return _csv_bytes(header, rows)

@@ -2,13 +2,21 @@
 
 Section 4.2: train at least 3000 iterations; track the minimum validation loss, its iteration and the parameters
 there; stop when 3000 iterations have passed since the last minimum. Here: `min_iters`, `patience` and a hard
-`max_iters` cap from the SegConfig; the validation loss (whole validation set) is measured every `val_every`
-iterations, so stopping is decided at those points. At the end the parameters of the minimum are restored.
+`max_iters` cap from the SegConfig, all counted from the end of the synthetic pre-training (below); the
+validation loss (whole validation set) is measured every `val_every` iterations, so stopping is decided at those
+points. At the end the parameters of the minimum are restored.
 
 Optimiser: Adam, lr 1e-4, beta1 0.5, beta2 0.9 (the header of tables 4.2 / 4.4: "Adam (eta = 0.0001,
 beta1 = 0.5, beta2 = 0.9)"), taken from the config. Losses (section 2.6.3): one logit → sigmoid cross-entropy
 against foreground (mask > 0); several logits → softmax cross-entropy over every class id (0 included). The step
 itself (loss, optimiser, memory format, autocast) is segbench.step's.
+
+Synthetic pre-training (SegConfig.pretrain_iters = N, `segbench run --pretrain-synth N`): iterations 1 … N train
+on batches of K + M synthetic rows (`pretrain_batches`), then the K real + M synthetic mix follows. Validation
+runs during pre-training too (every val_every and at iteration N), and the kept parameters are those of the
+minimum validation loss over the whole run, pre-training included: a fine-tuning that never beats the pre-trained
+net on val leaves the pre-trained net. Stopping cannot happen before N + min_iters, patience counts from
+max(last minimum, N), and the cap is N + max_iters. Log lines carry "phase": "pretrain" | "train".
 
 Files in the run directory (names: segbench.rundir): log.jsonl (one JSON line per validation), training_state.pt
 (everything needed to continue exactly: model, optimiser, best parameters, early-stopping state, iteration, RNG and
@@ -38,7 +46,8 @@ from segbench import graphed
 from segbench.mixing import MixedBatches, RealSource, uint8_to_model
 from segbench.presets import SegConfig
 from segbench.rundir import RunDir
-from segbench.step import autocast_for, make_optimizer, memory_format, prepare_model, segmentation_loss, train_step
+from segbench.step import (autocast_for, make_optimizer, memory_format, prepare_model, row_weights,
+                           segmentation_loss, train_step)
 
 # a full training state of the Cityscapes net is ~250 MB: save it at a validation point at most this often
 # (and always when training ends); a crash loses at most this much training time
@@ -48,8 +57,8 @@ CHECKPOINT_SECONDS = 60.0
 class EarlyStopping:
     """Pure bookkeeping of section 4.2's rule. Iterations count completed optimiser steps (1, 2, …)."""
 
-    def __init__(self, min_iters: int, patience: int) -> None:
-        self.min_iters, self.patience = int(min_iters), int(patience)
+    def __init__(self, min_iters: int, patience: int, start: int = 0) -> None:
+        self.min_iters, self.patience, self.start = int(min_iters), int(patience), int(start)
         self.best_loss = math.inf
         self.best_iteration = 0     # before any minimum, patience counts from the start
 
@@ -61,15 +70,18 @@ class EarlyStopping:
         return False
 
     def should_stop(self, iteration: int) -> bool:
-        """At least min_iters done and patience iterations passed since the last minimum."""
-        return iteration >= self.min_iters and iteration - self.best_iteration >= self.patience
+        """At least min_iters done and patience iterations passed since the last minimum, both counted from `start`
+        (the end of synthetic pre-training: a minimum before it starts no patience)."""
+        return (iteration - self.start >= self.min_iters
+                and iteration - max(self.best_iteration, self.start) >= self.patience)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"min_iters": self.min_iters, "patience": self.patience,
+        return {"min_iters": self.min_iters, "patience": self.patience, "start": self.start,
                 "best_loss": self.best_loss, "best_iteration": self.best_iteration}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.min_iters, self.patience = int(state["min_iters"]), int(state["patience"])
+        self.start = int(state.get("start", 0))
         self.best_loss, self.best_iteration = float(state["best_loss"]), int(state["best_iteration"])
 
 
@@ -90,11 +102,11 @@ def validation_loss(model: torch.nn.Module, val: RealSource, batch_size: int, am
     return float(total.item() / pixels)
 
 
-def _rank_rows(config: SegConfig, batches: MixedBatches, world: int) -> torch.Tensor | None:
-    """This rank's rows of the global batch (its K real, then its M synthetic), None for a single process."""
+def _rank_rows(real: int, synth: int, batches: MixedBatches, world: int) -> torch.Tensor | None:
+    """This rank's rows of the global batch (its `real` real, then its `synth` synthetic rows per rank), None for
+    a single process."""
     if world == 1:
         return None
-    real, synth = config.real_per_batch, config.synth_per_batch
     if (batches.real_per_batch, batches.synth_per_batch) != (real * world, synth * world):
         raise ValueError(f"under {world} processes the batches must hold {real}·{world} real + {synth}·{world} "
                          f"synthetic rows, not {batches.real_per_batch} + {batches.synth_per_batch}")
@@ -107,10 +119,14 @@ def _rank_rows(config: SegConfig, batches: MixedBatches, world: int) -> torch.Te
 def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: MixedBatches, val_set: ShardSet,
                        run_dir: Path, resume: bool = False, show_progress: bool = True,
                        checkpoint_seconds: float = CHECKPOINT_SECONDS,
-                       stop: StopRequest | None = None) -> dict[str, Any]:
+                       stop: StopRequest | None = None,
+                       pretrain_batches: MixedBatches | None = None) -> dict[str, Any]:
     """Train `model` on `batches` with early stopping on `val_set`'s loss; leaves the best parameters in `model`.
 
-    Returns {'iterations', 'best_iteration', 'best_val_loss', 'wall_s', 'stopped_early'}.
+    Returns {'iterations', 'best_iteration', 'best_val_loss', 'wall_s', 'stopped_early'} (iterations include the
+    pre-training's).
+    `pretrain_batches`: K + M synthetic rows per batch for the first config.pretrain_iters iterations (module
+    docstring); required when pretrain_iters > 0.
     `resume`: continue from run_dir/training_state.pt when present (else start fresh).
     `checkpoint_seconds`: minimum time between training-state saves (0: at every validation; tests).
     `stop` (pairgen.core.interrupt): once requested, the current step finishes, the training state is saved and
@@ -121,6 +137,10 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
     for name in ("max_iters", "val_every", "eval_batch"):
         if getattr(config, name) < 1:
             raise UserError(f"{name} must be at least 1, not {getattr(config, name)}")
+    pretrain_iters = int(config.pretrain_iters)
+    if pretrain_iters and pretrain_batches is None:
+        raise ValueError("config.pretrain_iters > 0 needs pretrain_batches")
+    total_iters = pretrain_iters + config.max_iters
     run_dir = Path(run_dir)
     # under torchrun: `batches` yields the global batch (world × B rows, K·world real then M·world synthetic);
     # every rank augments all of it with the same generator (so the state rank 0 saves fits every rank) and
@@ -135,7 +155,7 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
     spec = parse_spec(config.aug)
     # augmentation draws on the training device (no per-pixel noise copies); its state is checkpointed
     aug_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
-    stopper = EarlyStopping(config.min_iters, config.patience)
+    stopper = EarlyStopping(config.min_iters, config.patience, start=pretrain_iters)
     val = RealSource(val_set, device)
     state_path, log_path = RunDir(run_dir).training_state, RunDir(run_dir).log
 
@@ -149,6 +169,8 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
         optimizer.load_state_dict(state["optimizer"])
         stopper.load_state_dict(state["early_stopping"])
         batches.load_state_dict(state["batches"])
+        if pretrain_batches is not None:
+            pretrain_batches.load_state_dict(state["pretrain_batches"])
         aug_generator.set_state(state["aug_generator"])
         torch.set_rng_state(state["torch_rng"])
         best_state = {k: v.to(device) for k, v in state["best_model"].items()} if state["best_model"] else None
@@ -165,7 +187,9 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
         save_state(state_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "best_model": best_state or {}, "early_stopping": stopper.state_dict(),
-            "batches": batches.state_dict(), "aug_generator": aug_generator.get_state(),
+            "batches": batches.state_dict(),
+            "pretrain_batches": pretrain_batches.state_dict() if pretrain_batches is not None else {},
+            "aug_generator": aug_generator.get_state(),
             "torch_rng": torch.get_rng_state(), "iteration": iteration,
             "running": (float(running_loss.item()), running_steps),
             "wall_s": elapsed + time.monotonic() - started, "finished": done})
@@ -173,35 +197,39 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
     started = last_save = time.monotonic()
     running_loss, running_steps = torch.tensor(float(running[0]), device=device), int(running[1])
     model.train()
-    rows = _rank_rows(config, batches, world)
+    rows = _rank_rows(config.real_per_batch, config.synth_per_batch, batches, world)
+    pretrain_rows = None if pretrain_batches is None else _rank_rows(0, config.batch_size, pretrain_batches, world)
     # SegConfig.cuda_graph: the same step replayed as one CUDA graph (built after any resume: the graph must
     # capture the parameter and Adam state tensors the rest of training uses); validation and checkpoints read
     # and write those tensors in place, so nothing else changes
     if graphed.use_graph(config.cuda_graph, device, world):
         step = graphed.GraphedTrainStep(model, optimizer, config.amp)
     else:
-        def step(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-            return train_step(trained, optimizer, images, masks, config.amp)
-    with tqdm(total=config.max_iters, initial=iteration, desc=f"train {run_dir.name}", unit="it",
+        def step(images: torch.Tensor, masks: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+            return train_step(trained, optimizer, images, masks, config.amp, weights=weights)
+    with tqdm(total=total_iters, initial=iteration, desc=f"train {run_dir.name}", unit="it",
               dynamic_ncols=True, disable=not show_progress or rank != 0) as bar, \
             (open(log_path, "a") if rank == 0 else contextlib.nullcontext()) as log:
-        while not finished and iteration < config.max_iters:
+        while not finished and iteration < total_iters:
             if stop is not None and stop.requested_by_any(world):   # the previous step (and validation) is done
                 if rank == 0:
                     snapshot(False)
                 raise Interrupted(f"{stop.signal_name or 'stop requested'} at iteration {iteration}: training "
                                   f"state {state_path} written")
-            images, masks, _ = next(batches)
+            pretraining = iteration < pretrain_iters
+            images, masks, is_synthetic = next(pretrain_batches if pretraining else batches)
             if not spec.is_identity:
                 images, masks = augment_batch(images, masks, spec, aug_generator)
-            if rows is not None:
-                images, masks = images[rows], masks[rows]
-            loss = step(images, masks)
+            index = pretrain_rows if pretraining else rows
+            if index is not None:
+                images, masks, is_synthetic = images[index], masks[index], is_synthetic[index]
+            # None for synth_weight 1 (the plain mean); else a tensor every step (all W in pre-training: the mean)
+            loss = step(images, masks, row_weights(is_synthetic, config.synth_weight))
             iteration += 1
             running_loss += loss
             running_steps += 1
             bar.update(1)
-            if iteration % config.val_every and iteration < config.max_iters:
+            if iteration % config.val_every and iteration not in (pretrain_iters, total_iters):
                 continue
             # validation point: early-stopping bookkeeping, log line, maybe a training-state checkpoint
             val_loss = validation_loss(model, val, config.eval_batch, config.amp) if rank == 0 else None
@@ -211,10 +239,11 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
             train_loss = float(distributed.all_mean(running_loss).item() / running_steps)
             running_loss.zero_()
             running_steps = 0
-            finished = stopper.should_stop(iteration) or iteration >= config.max_iters
+            finished = stopper.should_stop(iteration) or iteration >= total_iters   # never within pre-training
             if rank != 0:
                 continue
-            record = {"iteration": iteration, "train_loss": train_loss, "val_loss": val_loss,
+            record = {"iteration": iteration, "phase": "pretrain" if pretraining else "train",
+                      "train_loss": train_loss, "val_loss": val_loss,
                       "best_val_loss": stopper.best_loss, "best_iteration": stopper.best_iteration,
                       "wall_s": round(elapsed + time.monotonic() - started, 3)}
             log.write(json.dumps(record) + "\n")
@@ -228,4 +257,4 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
         model.load_state_dict(best_state)
     return {"iterations": iteration, "best_iteration": stopper.best_iteration,
             "best_val_loss": stopper.best_loss, "wall_s": round(elapsed + time.monotonic() - started, 3),
-            "stopped_early": iteration < config.max_iters}
+            "stopped_early": iteration < total_iters}
