@@ -19,9 +19,10 @@ alignment as the shards' `quality` dataset).
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ from pairgen.shards import MANIFEST_NAME, ShardSet, add_quality, load_shards
 from segbench.presets import SegConfig, make_config
 from segbench.run import DataPlan, plan_data, preset_for
 from segbench.rundir import RunDir
+
+if TYPE_CHECKING:
+    from pairgen.presets import GANConfig
 
 SCORE_NAME = "score.json"
 JUDGE_REAL_PER_BATCH = 16
@@ -270,3 +274,54 @@ def print_score(result: dict[str, Any], console=None) -> None:
         table.add_row(key, fmt.format(result[key]), fmt.format(result["scale"][key]))
     console.print(table)
 
+
+
+class TrainingScorer:
+    """`pairgen train --score-every`'s scorer (pairgen.train.Scorer), wired in by pairgen/cli.py.
+
+    Built once before the GAN trains: finds the fold's judge (find_judge) or trains one (train_judge), loads it
+    and caches the real training images' encoder features. Each call samples n pairs from the generator it is
+    given (eval mode, on its own device) with fixed latents (pairgen.sampling, (seed, i) as `pairgen export`;
+    nothing is drawn from the global RNGs, so exact resume holds) and returns alignment (the per-pair mean) and
+    fd, kid, kid_std, precision, recall against the real training features. Needs >= 2 real training pairs.
+    """
+
+    def __init__(self, ws: Path, real_parent: Path, gan: "GANConfig", n: int = 256, seed: int = 0,
+                 device: str = "auto", judge: Path | None = None, judge_preset: str = "auto",
+                 judge_iters: int | None = None) -> None:
+        from pairgen.sampling import latents
+
+        plan = DataPlan(gan.dataset, gan.fold_id, Path(real_parent))
+        self.judge_dir = Path(judge) if judge else find_judge(ws, plan)
+        if self.judge_dir is None:
+            self.judge_dir = train_judge(ws, plan, judge_preset, judge_iters, device)
+        self.device = resolve_device(device)
+        self.model, meta, self.single_object = load_judge(self.judge_dir, self.device)
+        train = load_shards(plan.real_parent / "train")
+        _check_layout(train, meta, self.judge_dir)
+        if len(train) < 2:
+            raise UserError(f"{plan.real_parent}: scoring needs at least 2 real training pairs, not {len(train)}")
+        self.gan, self.seed, self.n_classes = gan, seed, len(train.class_names)
+        self.z = latents(seed, 0, n, gan.z_dim)
+        self.real_features = encoder_features(self.model, train.images, self.device)
+
+    def describe(self) -> str:
+        """'judge RUN (test dice 0.912)': which judge scores, and how well it segments real test pairs."""
+        metrics = json.loads(RunDir(self.judge_dir).summary.read_text()).get("metrics", {})
+        key = "dice" if self.n_classes == 2 else "miou"
+        value = (metrics.get(key) or {}).get("mean")
+        return f"judge {self.judge_dir} (test {key} {value:.3f})" if isinstance(value, float) else \
+            f"judge {self.judge_dir}"
+
+    @torch.no_grad()
+    def __call__(self, generator: torch.nn.Module) -> dict[str, float]:
+        from pairgen.sampling import generate_block
+        from segbench.quality import compare
+
+        device = next(generator.parameters()).device
+        blocks = [generate_block(generator, self.z[s:s + 64], self.gan, device) for s in range(0, len(self.z), 64)]
+        images = np.concatenate([b["images"] for b in blocks])
+        masks = np.concatenate([b["masks"] for b in blocks])
+        per_pair = judge_alignment(self.model, images, masks, self.n_classes, self.single_object, self.device)
+        synthetic = encoder_features(self.model, images, self.device)
+        return {"alignment": float(per_pair.mean()), **compare(self.real_features, synthetic, seed=self.seed)}
