@@ -295,3 +295,19 @@ def test_scoring_needs_a_scorer(tmp_path: Path, real: Path) -> None:
         train(small_config(score_every=2), tmp_path / "run", real, show_progress=False)
     with pytest.raises(UserError, match="score-every"):
         small_config(score_every=-1)
+
+
+def test_resume_keeps_the_best_file_when_its_step_is_redone(tmp_path: Path, real: Path) -> None:
+    """Stopped after best.pt (step 4) but before the step-6 checkpoint: the resume from step 3 compares with
+    what best.pt holds, so the redone step 4 (same figures) is no new best and best.pt stays."""
+    fds = iter([3.0, 1.0, 2.0, 1.0, 2.0])
+    config = small_config(score_every=2, checkpoint_every=3)
+    run = tmp_path / "run"
+    train(config, run, real, show_progress=False, scorer=lambda module: {"fd": next(fds)})
+    (run / "checkpoints" / "ckpt-0000006.pt").unlink()
+    before = (run / "checkpoints" / "best.pt").stat().st_mtime_ns
+    train(config, run, real, resume=True, show_progress=False, scorer=lambda module: {"fd": next(fds)})
+    assert [(r["step"], r["fd"]) for r in _records(run, "score")] == [(2, 3.0), (4, 1.0), (6, 2.0)]
+    assert [(r["step"], r["fd"]) for r in _records(run, "best")] == [(2, 3.0), (4, 1.0)]
+    assert (run / "checkpoints" / "best.pt").stat().st_mtime_ns == before
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["best"]["step"] == 4
