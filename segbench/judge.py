@@ -160,16 +160,21 @@ def sample_pairs(checkpoint: Path, n: int, seed: int, device: torch.device,
     """n pairs of a generator checkpoint (z_i from (seed, i) as in `pairgen export`): images uint8 N×H×W×C,
     masks uint8 N×H×W, and the checkpoint's meta."""
     from pairgen.checkpoint import load_generator
-    from pairgen.sampling import generate_block, latents
+    from pairgen.sampling import latents
 
     generator, config, meta = load_generator(checkpoint, device)
-    images, masks = [], []
-    for start in range(0, n, batch_size):
-        block = generate_block(generator, latents(seed, start, min(n, start + batch_size), config.z_dim), config,
-                               device)
-        images.append(block["images"])
-        masks.append(block["masks"])
-    return np.concatenate(images), np.concatenate(masks), meta
+    return (*generate_pairs(generator, latents(seed, 0, n, config.z_dim), config, device, batch_size), meta)
+
+
+@torch.no_grad()
+def generate_pairs(generator: torch.nn.Module, z: np.ndarray, config: "GANConfig", device: torch.device,
+                   batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 N×H×W×C, masks uint8 N×H×W) of a generator (in the mode given) for latents z (float32 N×Z),
+    batch_size at a time."""
+    from pairgen.sampling import generate_block
+
+    blocks = [generate_block(generator, z[s:s + batch_size], config, device) for s in range(0, len(z), batch_size)]
+    return np.concatenate([b["images"] for b in blocks]), np.concatenate([b["masks"] for b in blocks])
 
 
 def score(target: Path, ws: Path, n: int = 256, seed: int = 0, judge: Path | None = None,
@@ -315,13 +320,9 @@ class TrainingScorer:
 
     @torch.no_grad()
     def __call__(self, generator: torch.nn.Module) -> dict[str, float]:
-        from pairgen.sampling import generate_block
         from segbench.quality import compare
 
-        device = next(generator.parameters()).device
-        blocks = [generate_block(generator, self.z[s:s + 64], self.gan, device) for s in range(0, len(self.z), 64)]
-        images = np.concatenate([b["images"] for b in blocks])
-        masks = np.concatenate([b["masks"] for b in blocks])
+        images, masks = generate_pairs(generator, self.z, self.gan, next(generator.parameters()).device)
         per_pair = judge_alignment(self.model, images, masks, self.n_classes, self.single_object, self.device)
         synthetic = encoder_features(self.model, images, self.device)
         return {"alignment": float(per_pair.mean()), **compare(self.real_features, synthetic, seed=self.seed)}
