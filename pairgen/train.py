@@ -149,11 +149,11 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
     and Interrupted is raised. `scorer`: needed on rank 0 when config.score_every > 0 (module docstring).
     """
     validate(config)
-    if config.score_every and scorer is None and distributed.is_rank0():
-        raise ValueError("config.score_every > 0 needs a scorer")
     # under torchrun: every rank trains on its own batch_size rows of one global batch (effective batch =
     # world × batch_size), gradients are averaged after each backward, and rank 0 alone writes files
     rank, world = distributed.init_from_env()
+    if config.score_every and scorer is None and rank == 0:
+        raise ValueError("config.score_every > 0 needs a scorer")
     run_dir, device = Path(run_dir), resolve_device(config.device)
     data = PairData(Path(real_dir) / "train", config, device)
     config = data.config
