@@ -8,7 +8,8 @@ A checkpoint is a dict of tensors, dicts, lists, tuples, ints, floats, bools and
     data_order (pairgen.train's sampler state), dataset, fold_id, class_names (list of str);
     optional: generator_ema (the weight average's state dict, when config.ema_kimg > 0)
 
-Files are <run>/checkpoints/ckpt-<step:07d>.pt. A save writes a hidden temp file in the same directory,
+Files are <run>/checkpoints/ckpt-<step:07d>.pt, plus best.pt (with scoring on: the same state at the best-scoring
+step, with `best` = {step, figures}; never pruned, never taken for the newest or resumed from). A save writes a hidden temp file in the same directory,
 fsyncs it and renames it over the final name, so a final name is always a complete file; older checkpoints are
 pruned only after the new one is in place.
 """
@@ -30,13 +31,18 @@ from pairgen.core.torchio import load_state, save_state
 FORMAT = "pairgen-gan"
 VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
-_NAME = re.compile(r"^ckpt-(\d{7,})\.pt$")
+_NAME = re.compile(r"^ckpt-(\d{7,})\.pt$")   # step checkpoints only: best.pt never matches
+BEST_NAME = "best.pt"
 REQUIRED_KEYS = ("format", "version", "config", "generator", "critic", "opt_g", "opt_d", "step", "rng",
                  "data_order", "dataset", "fold_id", "class_names")
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"ckpt-{step:07d}.pt"
+
+
+def best_checkpoint_path(run_dir: Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / BEST_NAME
 
 
 def _checkpoints(directory: Path) -> list[tuple[int, Path]]:

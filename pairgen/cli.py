@@ -5,6 +5,7 @@ User errors (pairgen.core.errors.UserError) print as one red line and exit 2; an
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -85,6 +86,10 @@ def train(
                                  "(compiles for a minute first; layer-norm critics only)."),
     cuda_graph: Optional[bool] = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="Replay each iteration "
                                               "as one CUDA graph (CUDA, one process; default: the preset's)."),
+    score_every: Optional[int] = typer.Option(None, "--score-every", help="Pair quality (judge U-Net alignment, "
+                                              "Fréchet distance, …) every N iterations into log.jsonl and "
+                                              "curves.png; checkpoints/best.pt kept (0 = off, default)."),
+    score_n: Optional[int] = typer.Option(None, "--score-n", help="Pairs sampled per scoring (default 256)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory from its newest checkpoint."),
     dry_run: bool = DryRunOpt,
     workspace: Optional[Path] = WorkspaceOpt,
@@ -99,14 +104,26 @@ def train(
                          batch_size=batch_size, mask_encoding=mask_encoding, critic_norm=critic_norm,
                          diffaug=diffaug, ema_kimg=ema_kimg, structures=_structures(structures) or None, train_fraction=train_fraction,
                          seed=seed, device=device, compile=compile or None,
-                         cuda_graph=cuda_graph)
+                         cuda_graph=cuda_graph, score_every=score_every, score_n=score_n)
     if dry_run:
         typer.echo(resolve_training(config, resume).to_text())
         return
-    run_dir = launch(config, workspace_root(workspace), resume)  # joins torchrun's process group, if any
+    ws = workspace_root(workspace)
+    run_dir = launch(config, ws, resume, partial(_training_scorer, ws))  # joins torchrun's process group, if any
     if distributed.is_rank0():
         console.print(f"[green]✓[/] GAN run in {run_dir}")
     distributed.cleanup()
+
+
+def _training_scorer(ws: Path, config, real: Path):
+    """segbench's judge as `pairgen train --score-every`'s scorer (this CLI is the composition root: pairgen's
+    modules never import segbench); finds or trains the judge now, before the GAN starts."""
+    from segbench.judge import TrainingScorer
+
+    scorer = TrainingScorer(ws, real, config, n=config.score_n, seed=config.seed, device=config.device)
+    console.print(f"pairgen train: pair quality every {config.score_every} iterations by {scorer.describe()}",
+                  highlight=False, soft_wrap=True)
+    return scorer
 
 
 MAX_SHEET_PAIRS = 1024

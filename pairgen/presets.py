@@ -35,7 +35,7 @@ class GANConfig(FrozenConfig):
 
     EXECUTION_FIELDS: ClassVar[tuple[str, ...]] = (
         "iters", "device", "amp", "compile", "cuda_graph", "tick_every", "sample_every", "checkpoint_every",
-        "checkpoint_seconds", "keep_checkpoints")
+        "checkpoint_seconds", "keep_checkpoints", "score_every", "score_n")
     DATA_FIELDS: ClassVar[tuple[str, ...]] = ("root", "image_channels", "class_names")
 
     dataset: str
@@ -66,6 +66,9 @@ class GANConfig(FrozenConfig):
     checkpoint_every: int = 100          # checkpoint every this many iterations (and at the end)
     checkpoint_seconds: float = 60.0     # ... and at the first tick this long after the last one (an early first one)
     keep_checkpoints: int = 2
+    score_every: int = 0                 # pair quality by a judge U-Net every this many iterations (and at the
+                                         # end), checkpoints/best.pt kept at the lowest Fréchet distance; 0 = off
+    score_n: int = 256                   # pairs sampled (fixed latents) per scoring
     seed: int = 0
     device: str = "auto"                 # 'auto' | 'cpu' | 'cuda' | 'cuda:N'
     amp: bool = True                     # bf16 autocast on CUDA (ignored on CPU)
@@ -156,5 +159,8 @@ def validate(config: GANConfig) -> None:
         parse_policy(config.diffaug)
     except ValueError as exc:
         raise UserError(f"--diffaug: {exc}") from None
+    if config.score_every < 0 or config.score_n < 4:
+        raise UserError(f"--score-every must be >= 0 (0 = off) and --score-n >= 4, not {config.score_every} and "
+                        f"{config.score_n}")
     if config.ema_kimg < 0:
         raise UserError(f"--ema-kimg must be >= 0 (0 = off), not {config.ema_kimg}")

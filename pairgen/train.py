@@ -8,6 +8,11 @@ an "event":
           diversity (see sample_diversity), collapse_suspected (diversity < COLLAPSE_THRESHOLD)
   skip    step (the iteration in progress), phase ('critic'|'generator'), term ('wasserstein'|'gp'|'loss'|'grad')
   resume  step, checkpoint
+  score   step, kimg and the injected scorer's figures (with config.score_every: every score_every iterations and
+          at the end), e.g. alignment, fd, kid, kid_std, precision, recall (segbench.judge.TrainingScorer)
+  best    the same fields, when a score is the best so far (lowest fd); checkpoints/best.pt then holds that step
+Scoring (`train(scorer=...)`): pairgen never imports segbench; the CLI injects a callable that maps the sampled
+generator (the weight average when on; eval mode, no grad) to figures. It must draw nothing from the global RNGs.
 Determinism: the global torch/numpy RNGs (z, ε of the penalty) and the data order (a seeded permutation per epoch
 plus a position) are checkpointed, so on CPU N steps straight equal N/2 steps + resume + N/2 steps exactly.
 
@@ -23,10 +28,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -35,9 +41,9 @@ from tqdm import tqdm
 
 from pairgen.core import distributed
 from pairgen.core.torchio import capture_rng, restore_rng
-from pairgen.checkpoint import (FORMAT, VERSION, checkpoint_config, checkpoint_path, load_checkpoint,
-                                newest_checkpoint, save_checkpoint)
-from pairgen.core.curves import GAN_PANELS, plot_curves
+from pairgen.checkpoint import (FORMAT, VERSION, best_checkpoint_path, checkpoint_config, checkpoint_path,
+                                load_checkpoint, newest_checkpoint, save_checkpoint)
+from pairgen.core.curves import GAN_PANELS, QUALITY_PANELS, plot_curves
 from pairgen.core.jsonlog import append_record, trim_log
 from pairgen.ema import EMA, beta_from_half_life
 from pairgen.core.devices import resolve_device
@@ -54,6 +60,12 @@ SHEET_SAMPLES = 16
 # mean per-element std of G's outputs ([-1, 1]) over the sheet's fixed latents; ~0.15-0.3 at initialisation, 0 for
 # a generator that ignores z. Below this (about one grey level of 255) the generator has collapsed to one output.
 COLLAPSE_THRESHOLD = 0.01
+BEST_KEY = "fd"   # checkpoints/best.pt: the lowest Fréchet distance in the judge's features (docs/DECISIONS.md)
+
+# the sampled generator (eval mode, no grad) → figures such as {'alignment': …, 'fd': …}; rank 0 only
+Scorer = Callable[[nn.Module], dict[str, float]]
+# (resolved config, real shard parent with train/ val/) → a Scorer, built once before training starts
+ScorerFactory = Callable[[GANConfig, Path], Scorer]
 
 
 class TrainingDiverged(UserError):
@@ -112,17 +124,36 @@ def _tick_means(sums: dict[str, list[float]], device: torch.device) -> dict[str,
     return {k: (None if v != v else float(v)) for k, v in zip(sums, values)}
 
 
+def is_better(figures: dict[str, float], best: dict[str, Any] | None) -> bool:
+    """Whether `figures` beat the best so far: a finite BEST_KEY strictly below it (ties keep the earlier step)."""
+    value = figures.get(BEST_KEY)
+    return isinstance(value, (int, float)) and math.isfinite(value) and (best is None or value < best[BEST_KEY])
+
+
+@torch.no_grad()
+def _score(scorer: Scorer, module: nn.Module) -> dict[str, float]:
+    """The scorer's figures for `module` in eval mode (training mode restored), as plain floats."""
+    was_training = module.training
+    module.eval()
+    try:
+        return {k: float(v) for k, v in scorer(module).items()}
+    finally:
+        module.train(was_training)
+
+
 def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False, show_progress: bool = True,
-          stop: StopRequest | None = None) -> Path:
+          stop: StopRequest | None = None, scorer: Scorer | None = None) -> Path:
     """Train (or with `resume`, continue) a pair WGAN-GP on real_dir/train; returns the final checkpoint path.
 
     `stop` (pairgen.core.interrupt): once it is requested, the current iteration finishes, a checkpoint is written
-    and Interrupted is raised.
+    and Interrupted is raised. `scorer`: needed on rank 0 when config.score_every > 0 (module docstring).
     """
     validate(config)
     # under torchrun: every rank trains on its own batch_size rows of one global batch (effective batch =
     # world × batch_size), gradients are averaged after each backward, and rank 0 alone writes files
     rank, world = distributed.init_from_env()
+    if config.score_every and scorer is None and rank == 0:
+        raise ValueError("config.score_every > 0 needs a scorer")
     run_dir, device = Path(run_dir), resolve_device(config.device)
     data = PairData(Path(real_dir) / "train", config, device)
     config = data.config
@@ -145,7 +176,8 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
     rows = distributed.rank_slice(config.batch_size)
     sync = distributed.all_reduce_grads if world > 1 else None
     step, last_good = 0, newest_checkpoint(run_dir)
-    log_path = run_dir / "log.jsonl"
+    log_path, best_path = run_dir / "log.jsonl", best_checkpoint_path(run_dir)
+    best: dict[str, Any] | None = None   # the best score so far: step, kimg, figures (what best.pt holds)
     if resume:
         if last_good is None:
             raise UserError(f"{run_dir}: nothing to resume (no checkpoints/ckpt-*.pt)")
@@ -163,6 +195,10 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
         if rank == 0:
             trim_log(log_path, "step", step)
             append_record(log_path, {"event": "resume", "step": step, "checkpoint": last_good.name})
+            if config.score_every and best_path.is_file():   # the file is the truth: compare with what it holds
+                best = dict(load_checkpoint(best_path).get("best") or {}) or None
+                if best is not None and best["step"] > step:   # its record was trimmed with the redone steps
+                    append_record(log_path, {"event": "best", **best})
             if show_progress:
                 print(f"pairgen train: resuming {run_dir} at step {step} ({last_good.name})", file=sys.stderr)
     elif last_good is not None:
@@ -174,8 +210,9 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
     amp = device.type == "cuda" and config.amp
     nets = (generator, critic)
 
-    def save(at_step: int) -> Path:
-        path = checkpoint_path(run_dir, at_step)
+    def save(at_step: int, path: Path | None = None) -> Path:
+        """Checkpoint `at_step` to `path` (default: the step's ckpt file); best.pt also records `best`."""
+        path = path or checkpoint_path(run_dir, at_step)
         rng_ranks = distributed.gather_objects(capture_rng())  # collective: every rank's z/ε streams
         if rank != 0:
             return path
@@ -187,6 +224,7 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
                 "data_order": sampler.state(), "dataset": config.dataset, "fold_id": config.fold_id,
                 "class_names": list(config.class_names),
                 **({"generator_ema": ema.module.state_dict()} if ema is not None else {}),
+                **({"best": best} if path == best_path else {}),
                 **({"rng_ranks": rng_ranks, "world_size": world} if world > 1 else {})})
         except ValueError as exc:  # non-finite weights or optimiser state: never saved, the run stops here
             bar.close()
@@ -245,6 +283,24 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
                              make_critic_backward(critic, opt_d, config, amp), sync,
                              graph=use_cuda_graph(config, device, world))
 
+    def draw_curves() -> None:
+        plot_curves(log_path, run_dir / "curves.png", "step", GAN_PANELS,
+                    f"pairgen train: {config.dataset} {config.preset} ({config.fold_id}), step {step}",
+                    mark_x=best["step"] if best else None, optional=QUALITY_PANELS)
+
+    def score_now() -> bool:
+        """Rank 0: score the sampled generator, log it; True when it is the best so far (best.pt is due)."""
+        nonlocal best
+        figures = _score(scorer, sampled)
+        record = {"step": step, "kimg": step * config.batch_size * world / 1000, **figures}
+        append_record(log_path, {"event": "score", **record})
+        better = is_better(figures, best)
+        if better:
+            best = record
+            append_record(log_path, {"event": "best", **record})
+        draw_curves()
+        return better
+
     def account(outcome: StepOutcome) -> None:
         """A step's terms into the tick's sums, or its skip into the log and the phase's bad streak."""
         if outcome.bad is not None:
@@ -275,8 +331,11 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
         if rank == 0 and (step % config.sample_every == 0 or step == config.iters):
             sample_sheet(sampled, config, SHEET_SAMPLES, config.seed,
                          run_dir / "samples" / f"step-{step:07d}.png", device)
-            plot_curves(log_path, run_dir / "curves.png", "step", GAN_PANELS,
-                        f"pairgen train: {config.dataset} {config.preset} ({config.fold_id}), step {step}")
+            draw_curves()
+        if config.score_every and (step % config.score_every == 0 or step == config.iters):
+            # rank 0 scores; every rank then takes part in best.pt's save (it gathers all RNG states)
+            if distributed.broadcast_object(rank == 0 and score_now()):
+                save(step, best_path)
         # step-based, and at the first tick `checkpoint_seconds` after the last save (an early first checkpoint)
         due = step % config.tick_every == 0 and distributed.broadcast_object(  # rank 0's clock decides for all
             time.monotonic() - saved_at >= config.checkpoint_seconds)
@@ -291,6 +350,9 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
     bar.close()
     if last_good is None:  # unreachable: the loop always saves at step == iters
         last_good = save(step)
+    if best is not None and show_progress and rank == 0:
+        figures = ", ".join(f"{k} {v:.4g}" for k, v in best.items() if k not in ("step", "kimg"))
+        print(f"pairgen train: best score at step {best['step']} ({figures}): {best_path}", file=sys.stderr)
     return last_good
 
 
@@ -307,11 +369,13 @@ def resolve_training(config: GANConfig, resume_run: Path | None = None) -> GANCo
     return config
 
 
-def launch(config: GANConfig, workspace: Path, resume_run: Path | None = None) -> Path:
+def launch(config: GANConfig, workspace: Path, resume_run: Path | None = None,
+           make_scorer: ScorerFactory | None = None) -> Path:
     """Prepare the real shards if needed, create a numbered run dir and train; returns the run dir.
 
     With `resume_run`, the run's own config.json is used (the `config` argument is ignored) and training
-    continues from its newest checkpoint.
+    continues from its newest checkpoint. `make_scorer`: with config.score_every > 0, rank 0 builds the scorer
+    from (config, real shard parent) once, before training starts (pairgen/cli.py wires segbench's in).
     """
     from contextlib import nullcontext
 
@@ -328,8 +392,9 @@ def launch(config: GANConfig, workspace: Path, resume_run: Path | None = None) -
         if rank == 0 and not (real / "train" / "manifest.json").is_file():
             real = prepare(config.dataset, config.root, config.fold, config.height, config.width,
                            structures=config.structures, workspace=workspace, train_fraction=config.train_fraction)
+        real = distributed.broadcast_object(real)
         with lock(run_dir) if rank == 0 else nullcontext(), _keeping_work(run_dir, workspace) as stop:
-            train(config, run_dir, distributed.broadcast_object(real), resume=True, stop=stop)
+            train(config, run_dir, real, resume=True, stop=stop, scorer=_scorer(make_scorer, config, real, rank))
         return run_dir
     real = run_dir = None
     if rank == 0:
@@ -338,8 +403,17 @@ def launch(config: GANConfig, workspace: Path, resume_run: Path | None = None) -
         run_dir = new_numbered_dir(workspace / config.dataset / config.fold_id / "gan", config.preset)
     real, run_dir = distributed.broadcast_object((real, run_dir))
     with lock(run_dir) if rank == 0 else nullcontext(), _keeping_work(run_dir, workspace) as stop:
-        train(config, run_dir, real, stop=stop)
+        train(config, run_dir, real, stop=stop, scorer=_scorer(make_scorer, config, real, rank))
     return run_dir
+
+
+def _scorer(make_scorer: ScorerFactory | None, config: GANConfig, real: Path, rank: int) -> Scorer | None:
+    """Rank 0's scorer when scoring is on (built before training starts); None otherwise."""
+    if not config.score_every or rank != 0:
+        return None
+    if make_scorer is None:
+        raise UserError("--score-every needs a pair-quality judge; train through `pairgen train`")
+    return make_scorer(config, Path(real))
 
 
 @contextlib.contextmanager

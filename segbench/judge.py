@@ -19,9 +19,10 @@ alignment as the shards' `quality` dataset).
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,6 +34,8 @@ from segbench.presets import SegConfig, make_config
 from segbench.run import DataPlan, plan_data, preset_for
 from segbench.rundir import SCORE_NAME, RunDir, gan_run_dir
 
+if TYPE_CHECKING:
+    from pairgen.presets import GANConfig
 JUDGE_REAL_PER_BATCH = 16
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -155,16 +158,21 @@ def sample_pairs(checkpoint: Path, n: int, seed: int, device: torch.device,
     """n pairs of a generator checkpoint (z_i from (seed, i) as in `pairgen export`): images uint8 N×H×W×C,
     masks uint8 N×H×W, and the checkpoint's meta."""
     from pairgen.checkpoint import load_generator
-    from pairgen.sampling import generate_block, latents
+    from pairgen.sampling import latents
 
     generator, config, meta = load_generator(checkpoint, device)
-    images, masks = [], []
-    for start in range(0, n, batch_size):
-        block = generate_block(generator, latents(seed, start, min(n, start + batch_size), config.z_dim), config,
-                               device)
-        images.append(block["images"])
-        masks.append(block["masks"])
-    return np.concatenate(images), np.concatenate(masks), meta
+    return (*generate_pairs(generator, latents(seed, 0, n, config.z_dim), config, device, batch_size), meta)
+
+
+@torch.no_grad()
+def generate_pairs(generator: torch.nn.Module, z: np.ndarray, config: "GANConfig", device: torch.device,
+                   batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 N×H×W×C, masks uint8 N×H×W) of a generator (in the mode given) for latents z (float32 N×Z),
+    batch_size at a time."""
+    from pairgen.sampling import generate_block
+
+    blocks = [generate_block(generator, z[s:s + batch_size], config, device) for s in range(0, len(z), batch_size)]
+    return np.concatenate([b["images"] for b in blocks]), np.concatenate([b["masks"] for b in blocks])
 
 
 def score(target: Path, ws: Path, n: int = 256, seed: int = 0, judge: Path | None = None,
@@ -264,3 +272,50 @@ def print_score(result: dict[str, Any], console=None) -> None:
         table.add_row(key, fmt.format(result[key]), fmt.format(result["scale"][key]))
     console.print(table)
 
+
+
+class TrainingScorer:
+    """`pairgen train --score-every`'s scorer (pairgen.train.Scorer), wired in by pairgen/cli.py.
+
+    Built once before the GAN trains: finds the fold's judge (find_judge) or trains one (train_judge), loads it
+    and caches the real training images' encoder features. Each call samples n pairs from the generator it is
+    given (eval mode, on its own device) with fixed latents (pairgen.sampling, (seed, i) as `pairgen export`;
+    nothing is drawn from the global RNGs, so exact resume holds) and returns alignment (the per-pair mean) and
+    fd, kid, kid_std, precision, recall against the real training features. Needs >= 2 real training pairs.
+    """
+
+    def __init__(self, ws: Path, real_parent: Path, gan: "GANConfig", n: int = 256, seed: int = 0,
+                 device: str = "auto", judge: Path | None = None, judge_preset: str = "auto",
+                 judge_iters: int | None = None) -> None:
+        from pairgen.sampling import latents
+
+        plan = DataPlan(gan.dataset, gan.fold_id, Path(real_parent))
+        self.judge_dir = Path(judge) if judge else find_judge(ws, plan)
+        if self.judge_dir is None:
+            self.judge_dir = train_judge(ws, plan, judge_preset, judge_iters, device)
+        self.device = resolve_device(device)
+        self.model, meta, self.single_object = load_judge(self.judge_dir, self.device)
+        train = load_shards(plan.real_parent / "train")
+        _check_layout(train, meta, self.judge_dir)
+        if len(train) < 2:
+            raise UserError(f"{plan.real_parent}: scoring needs at least 2 real training pairs, not {len(train)}")
+        self.gan, self.seed, self.n_classes = gan, seed, len(train.class_names)
+        self.z = latents(seed, 0, n, gan.z_dim)
+        self.real_features = encoder_features(self.model, train.images, self.device)
+
+    def describe(self) -> str:
+        """'judge RUN (test dice 0.912)': which judge scores, and how well it segments real test pairs."""
+        metrics = json.loads(RunDir(self.judge_dir).summary.read_text()).get("metrics", {})
+        key = "dice" if self.n_classes == 2 else "miou"
+        value = (metrics.get(key) or {}).get("mean")
+        return f"judge {self.judge_dir} (test {key} {value:.3f})" if isinstance(value, float) else \
+            f"judge {self.judge_dir}"
+
+    @torch.no_grad()
+    def __call__(self, generator: torch.nn.Module) -> dict[str, float]:
+        from segbench.quality import compare
+
+        images, masks = generate_pairs(generator, self.z, self.gan, next(generator.parameters()).device)
+        per_pair = judge_alignment(self.model, images, masks, self.n_classes, self.single_object, self.device)
+        synthetic = encoder_features(self.model, images, self.device)
+        return {"alignment": float(per_pair.mean()), **compare(self.real_features, synthetic, seed=self.seed)}

@@ -227,3 +227,87 @@ def test_a_stop_request_checkpoints_after_the_current_step(tmp_path: Path, real:
         with pytest.raises(KeyboardInterrupt):   # a second signal aborts at once
             signal.raise_signal(signal.SIGINT)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["ckpt-0000003.pt"]
+
+
+def _records(run: Path, event: str) -> list[dict]:
+    return [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r["event"] == event]
+
+
+def test_scoring_logs_figures_and_keeps_the_best_checkpoint(tmp_path: Path, real: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    from pairgen.checkpoint import newest_checkpoint
+    from pairgen.export import export
+
+    fds, seen = iter([3.0, 1.0, 2.0]), []
+
+    def scorer(module: torch.nn.Module) -> dict[str, float]:   # Fréchet distance falls, then rises
+        seen.append(module.training)
+        return {"alignment": 0.5, "fd": next(fds)}
+
+    config = small_config(score_every=2, keep_checkpoints=1, checkpoint_every=3, ema_kimg=0.02)
+    final = train(config, tmp_path / "run", real, scorer=scorer)
+    run = tmp_path / "run"
+    assert seen == [False, False, False]   # the sampled generator, in eval mode
+    scores = _records(run, "score")
+    assert [(r["step"], r["kimg"], r["fd"], r["alignment"]) for r in scores] == \
+        [(2, 0.008, 3.0, 0.5), (4, 0.016, 1.0, 0.5), (6, 0.024, 2.0, 0.5)]
+    assert [(r["step"], r["fd"]) for r in _records(run, "best")] == [(2, 3.0), (4, 1.0)]
+    # best.pt is the step-4 state, never pruned by keep_checkpoints, never the newest nor the resume point
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "ckpt-0000006.pt"]
+    assert newest_checkpoint(run) == final == run / "checkpoints" / "ckpt-0000006.pt"
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["step"] == 4 and best["best"] == {k: v for k, v in scores[1].items() if k != "event"}
+    _, _, meta = load_generator(run / "checkpoints" / "best.pt")
+    assert meta["step"] == 4 and meta["weights"] == "average"
+    out = export(run / "checkpoints" / "best.pt", tmp_path / "export", 4, show_progress=False, device="cpu")
+    assert (out / "manifest.json").is_file()
+    assert "best score at step 4 (alignment 0.5, fd 1): " in capsys.readouterr().err
+    with Image.open(run / "curves.png") as image:   # 5 training panels + alignment + Fréchet distance, 3.2 in each
+        assert image.width == 7 * 320
+
+
+def test_a_run_with_scoring_resumes_exactly(tmp_path: Path, real: Path) -> None:
+    z = torch.randn(8, 16, generator=torch.Generator().manual_seed(1))
+
+    def scorer(module: torch.nn.Module) -> dict[str, float]:   # a figure of the generator alone
+        out = module(z)
+        return {"alignment": float(out[:, 1:].mean()), "fd": float(out.std())}
+
+    config = small_config(tick_every=1, score_every=2, checkpoint_every=100, critic_norm="batch", ema_kimg=0.02)
+    train(config, tmp_path / "straight", real, show_progress=False, scorer=scorer)
+    train(dataclasses.replace(config, iters=4), tmp_path / "split", real, show_progress=False, scorer=scorer)
+    train(config, tmp_path / "split", real, resume=True, show_progress=False, scorer=scorer)
+
+    def figures(run: Path) -> list[tuple]:
+        return [(t["event"], t["step"], t.get("fd"), t.get("critic_loss")) for t in _records(run, "tick")
+                + _records(run, "score") + _records(run, "best")]
+
+    assert figures(tmp_path / "split") == figures(tmp_path / "straight")
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "best.pt")
+    split = load_checkpoint(tmp_path / "split" / "checkpoints" / "best.pt")
+    assert straight["best"] == split["best"] and straight["step"] == split["step"]
+    for name, value in straight["generator_ema"].items():
+        assert torch.equal(value, split["generator_ema"][name]), name
+
+
+def test_scoring_needs_a_scorer(tmp_path: Path, real: Path) -> None:
+    with pytest.raises(ValueError, match="scorer"):
+        train(small_config(score_every=2), tmp_path / "run", real, show_progress=False)
+    with pytest.raises(UserError, match="score-every"):
+        small_config(score_every=-1)
+
+
+def test_resume_keeps_the_best_file_when_its_step_is_redone(tmp_path: Path, real: Path) -> None:
+    """Stopped after best.pt (step 4) but before the step-6 checkpoint: the resume from step 3 compares with
+    what best.pt holds, so the redone step 4 (same figures) is no new best and best.pt stays."""
+    fds = iter([3.0, 1.0, 2.0, 1.0, 2.0])
+    config = small_config(score_every=2, checkpoint_every=3)
+    run = tmp_path / "run"
+    train(config, run, real, show_progress=False, scorer=lambda module: {"fd": next(fds)})
+    (run / "checkpoints" / "ckpt-0000006.pt").unlink()
+    before = (run / "checkpoints" / "best.pt").stat().st_mtime_ns
+    train(config, run, real, resume=True, show_progress=False, scorer=lambda module: {"fd": next(fds)})
+    assert [(r["step"], r["fd"]) for r in _records(run, "score")] == [(2, 3.0), (4, 1.0), (6, 2.0)]
+    assert [(r["step"], r["fd"]) for r in _records(run, "best")] == [(2, 3.0), (4, 1.0)]
+    assert (run / "checkpoints" / "best.pt").stat().st_mtime_ns == before
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["best"]["step"] == 4

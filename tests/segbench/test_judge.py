@@ -122,3 +122,61 @@ def test_feature_subset_of_a_large_export(workspace: Path, gan_score: dict) -> N
     export = workspace / DATASET / "fold1" / "synth" / "00000-00000-tiny"
     result = score(export, workspace, device="cpu", max_features=10, out=workspace / "subset.json")
     assert result["n_synthetic"] == 24 and result["n_synthetic_features"] == 10
+
+
+def test_training_scorer_in_the_gan_loop_agrees_with_score(workspace: Path, gan_score: dict) -> None:
+    """`pairgen train --score-every`'s scorer: the cached judge, no global RNG drawn, best.pt's figures equal
+    `score` of best.pt itself (same latents, same judge features)."""
+    from pairgen.networks import build_generator
+    from pairgen.presets import make_config as gan_config
+    from pairgen.train import train
+    from segbench.judge import TrainingScorer
+
+    real = workspace / DATASET / "fold1" / "real" / "32x32"
+    config = gan_config(DATASET, "tiny", class_names=("background", "left lung"), g_channels=(16, 8, 4),
+                        d_channels=(4, 8, 16), z_dim=8, batch_size=4, iters=4, tick_every=2, score_every=2, score_n=12,
+                        device="cpu", seed=2)
+    scorer = TrainingScorer(workspace, real, config, n=config.score_n, seed=config.seed, device="cpu")
+    assert scorer.judge_dir == Path(gan_score["judge"])
+    assert scorer.describe().startswith(f"judge {scorer.judge_dir} (test dice 0.")
+    generator = build_generator(config).eval()
+    torch_rng, numpy_rng = torch.get_rng_state(), np.random.get_state()[1].copy()
+    assert scorer(generator) == scorer(generator)   # fixed latents: the figures of the generator alone
+    assert torch.equal(torch.get_rng_state(), torch_rng) and np.array_equal(np.random.get_state()[1], numpy_rng)
+    run = workspace / DATASET / "fold1" / "gan" / "00001-tiny"
+    train(config, run, real, show_progress=False, scorer=scorer)
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    scores = [r for r in records if r["event"] == "score"]
+    assert [r["step"] for r in scores] == [2, 4]
+    for record in scores:
+        assert 0.0 <= record["alignment"] <= 1.0 and record["fd"] > 0 and 0 <= record["recall"] <= 1
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["best"]
+    again = score(run / "checkpoints" / "best.pt", workspace, n=12, seed=2, device="cpu", real_shards=real,
+                  out=workspace / "best-score.json")
+    assert again["step"] == best["step"] and again["alignment"]["mean"] == pytest.approx(best["alignment"], abs=1e-9)
+    assert again["fd"] == pytest.approx(best["fd"], rel=1e-6) and again["kid"] == pytest.approx(best["kid"], rel=1e-6)
+
+
+def test_pairgen_train_score_every_on_shapes(cli, tmp_path: Path) -> None:
+    """The CLI wiring on the embedded shapes data: judge found before the GAN starts, scores logged, best.pt
+    exported."""
+    from segbench.run import DataPlan
+
+    ws = tmp_path / "ws"
+    code, _, err = cli("pairgen", "prepare", "--dataset", "shapes", "--preset", "tiny", "--workspace", str(ws))
+    assert code == 0, err
+    real = ws / "shapes" / "fold1" / "real" / "32x32"
+    judge_dir = judge_module.train_judge(ws, DataPlan("shapes", "fold1", real), "tiny", 30, "cpu")
+    code, _, err = cli("pairgen", "train", "--dataset", "shapes", "--preset", "tiny", "--iters", "4",
+                       "--score-every", "2", "--score-n", "16", "--device", "cpu", "--workspace", str(ws))
+    assert code == 0, err
+    assert f"pair quality every 2 iterations by judge {judge_dir} (test miou " in err
+    run = next(ws.glob("shapes/fold1/gan/*"))
+    scores = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r["event"] == "score"]
+    assert [r["step"] for r in scores] == [2, 4] and all(r["fd"] > 0 for r in scores)
+    best = min(scores, key=lambda r: r["fd"])["step"]
+    assert f"best score at step {best} " in err
+    code, _, err = cli("pairgen", "export", "--checkpoint", str(run / "checkpoints" / "best.pt"), "--n", "8",
+                       "--device", "cpu", "--workspace", str(ws), "--out", str(tmp_path / "export"))
+    assert code == 0, err
+    assert shards.read_manifest(tmp_path / "export").n == 8
