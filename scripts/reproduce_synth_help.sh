@@ -33,38 +33,48 @@ sweep_dir() { echo "$WS/$1/$2/seg/sweep-$3"; }
 cell() {
   local c="$1" dataset fold real variants
   case "$c" in
-    scr10)  dataset=scr-lung; fold=fold1-frac10; real=16-0-NoAug; variants="thesis da da-ema" ;;
-    scr100) dataset=scr-lung; fold=fold1;        real=16-0-NoAug; variants="thesis da da-ema" ;;
-    camvid) dataset=camvid;   fold=fold1;        real=8-0-NoAug;  variants="thesis da da-ema da-ema-onehot" ;;
+    scr10)  dataset=scr-lung; fold=fold1-frac10; real=16-0-NoAug; variants="thesis-ema thesis da-ema da tc-ema tc" ;;
+    scr100) dataset=scr-lung; fold=fold1;        real=16-0-NoAug; variants="thesis-ema thesis da-ema da" ;;
+    camvid) dataset=camvid;   fold=fold1;        real=8-0-NoAug;  variants="thesis da-ema da onehot-ema onehot" ;;
     *) echo "error: unknown cell $c (scr10 | scr100 | camvid)" >&2; exit 2 ;;
   esac
   local out="$WS/reports/synth-help-$c"
   mkdir -p "$out"
-  # 1. the judge: the real-only seed-0 run of the cell's comparison (trained on the real training split only)
+  # 1. GAN variants: train, export 4000 pairs, synthetic-only U-Net; a variant V without the weight average is the
+  #    live weights of the V-ema run when that is listed before it (scripts/live_weights.py), not a second GAN
+  for v in $variants; do
+    if [[ " $variants " == *" $v-ema "* ]]; then
+      "$PY" scripts/live_weights.py "$(gan_run "$M/synth-help-$c-gan-$v-ema.toml")"
+    fi
+    "$PY" -m segbench sweep "$M/synth-help-$c-gan-$v.toml"
+  done
+  # 2. the judge: the real-only seed-0 run of the cell's comparison (trained on the real training split only;
+  #    the sweep trains its three seeds, which step 4 uses)
   "$PY" -m segbench sweep "$M/synth-help-$c-compare.toml" --only "$real" --jobs "$JOBS"
   local judge; judge="$(sweep_dir "$dataset" "$fold" "synth-help-$c-compare")/$real-seed0"
-  # 2. GAN variants: train, export 4000 pairs, synthetic-only U-Net; '+DA' is the DA + average run's live weights
+  # 3. pair quality of each variant's export (alignment by the judge, FD / KID / precision / recall)
   for v in $variants; do
-    if [ "$v" = da ]; then "$PY" scripts/live_weights.py "$(gan_run "$M/synth-help-$c-gan-da-ema.toml")"; fi
-    "$PY" -m segbench sweep "$M/synth-help-$c-gan-$v.toml"
     [ -f "$out/score-$v.json" ] || "$PY" -m pairgen score "$(export_dir "$M/synth-help-$c-gan-$v.toml")" \
       --judge "$judge" --out "$out/score-$v.json"
   done
-  "$PY" -m segbench report "$judge" $(for v in $variants; do sweep_dir "$dataset" "$fold" "synth-help-$c-gan-$v"; done) \
-    --out "$out/gan-variants"
+  # one report per variant: the synthetic-only runs of different GANs are the same configuration to the report
+  for v in $variants; do
+    "$PY" -m segbench report "$(sweep_dir "$dataset" "$fold" "synth-help-$c-gan-$v")" --out "$out/gan-$v"
+  done
   [ "$STAGE" = gans ] && return 0
-  # 3. per-pair alignment into the comparison's export (what --synth-filter 'top=50%' reads), then three seeds
+  # 4. per-pair alignment into the comparison's export (what --synth-filter 'top=50%' reads), then three seeds
   [ -f "$out/score-compare.json" ] || "$PY" -m pairgen score "$(export_dir "$M/synth-help-$c-compare.toml")" \
     --judge "$judge" --write-quality --out "$out/score-compare.json"
   "$PY" -m segbench sweep "$M/synth-help-$c-compare.toml" --jobs "$JOBS"
   local base; base="$(sweep_dir "$dataset" "$fold" "synth-help-$c-compare")"
-  local aug; aug="$(ls -d "$base"/*-0-*Aug-seed0 | grep -v NoAug | head -n 1 | xargs basename | sed 's/-seed0$//')"
-  local mixed; mixed="$( [ "$c" = camvid ] && echo 4-4-NoAug || echo 8-8-NoAug )"
-  # the paired tests that carry the conclusion, Holm over them (labels as the report prints them)
-  "$PY" -m segbench report "$base" --out "$out/compare" \
-    --compare "$mixed-top50:$aug" --compare "$mixed:$aug" --compare "$mixed-top50:$mixed" \
-    --compare "$mixed-top50:$real" --compare "$mixed:$real" --compare "$aug:$real" || \
-    "$PY" -m segbench report "$base" --out "$out/compare"
+  # the paired tests that carry the conclusion, Holm over them; labels as the report prints them (the filtered
+  # runs are another variant, so every label carries its variant: @small[-frac10][-top=50%])
+  local v; v="@small$( [ "$c" = scr10 ] && echo -frac10 )"
+  local real_l="$real$v" aug_l="${real/NoAug/Aug}$v" mixed; mixed="$( [ "$c" = camvid ] && echo 4-4 || echo 8-8 )"
+  local mix_l="$mixed-NoAug$v" top_l="$mixed-NoAug$v-top=50%" augtop_l="$mixed-Aug$v-top=50%"
+  "$PY" -m segbench report "$base" --out "$out/compare" --compare "$top_l:$aug_l" --compare "$augtop_l:$aug_l" \
+    --compare "$mix_l:$aug_l" --compare "$top_l:$mix_l" --compare "$top_l:$real_l" --compare "$mix_l:$real_l" \
+    --compare "$aug_l:$real_l"
 }
 
 cells=("$@")
