@@ -284,6 +284,19 @@ def metric_stats(config: Configuration, metric: str, n_boot: int = 10000) -> dic
     }
 
 
+def stop_reasons(config: Configuration) -> dict[str, Any]:
+    """How the runs ended: 'early' (early stopping), 'cap' (max_iters reached) or 'unknown' (older summaries),
+    counted, and each run's reason, iterations and best iteration (issue 12: verdicts of capped runs are suspect)."""
+    runs = []
+    for r in config.runs:
+        early = r.summary.get("stopped_early")
+        reason = "unknown" if early is None else "early" if early else "cap"
+        runs.append({"run": str(r.path), "seed": r.seed, "fold": r.fold_id, "reason": reason,
+                     "iterations": r.summary.get("iterations"), "best_iteration": r.summary.get("best_iteration")})
+    counts = {reason: sum(x["reason"] == reason for x in runs) for reason in ("early", "cap", "unknown")}
+    return {**counts, "runs": runs}
+
+
 def summarize_configuration(config: Configuration, metrics: list[str], n_boot: int = 10000) -> dict[str, Any]:
     """One row of report.json / report.csv."""
     confusion = [r.summary["confusion"]["miou"] for r in config.runs
@@ -301,6 +314,7 @@ def summarize_configuration(config: Configuration, metrics: list[str], n_boot: i
         "n_images": len({(r.fold_id, str(row["case"])) for r in config.runs for row in r.rows}),
         "runs": [str(r.path) for r in config.runs],
         "confusion_miou": float(np.mean(confusion)) if len(confusion) == len(config.runs) and confusion else None,
+        "stops": stop_reasons(config),
         "metrics": {m: metric_stats(config, m, n_boot) for m in metrics if m in config.metric_names},
     }
 

@@ -49,6 +49,18 @@ def _per_class(metric: str) -> bool:
     return any(metric.startswith(p + "_") for p in ("iou", "dice", "hausdorff_mm", "hd95_mm", "assd_mm"))
 
 
+def stop_cell(stops: dict[str, Any] | None) -> str:
+    """'early 3/3 (it 575-900)': how many runs early stopping ended (the rest hit the cap) and their lengths."""
+    if not stops or not stops["runs"]:
+        return "-"
+    n = len(stops["runs"])
+    its = [r["iterations"] for r in stops["runs"] if isinstance(r.get("iterations"), int)]
+    span = (f" (it {min(its)})" if min(its) == max(its) else f" (it {min(its)}-{max(its)})") if its else ""
+    if stops["unknown"] == n:
+        return f"unknown{span}"
+    return f"early {stops['early']}/{n}{span}"
+
+
 def configuration_table(rows: list[dict[str, Any]], compact: bool = False) -> Table:
     """Thesis table 5.2 (binary) / 5.4 (multi-class) for the configurations of one dataset.
 
@@ -71,6 +83,7 @@ def configuration_table(rows: list[dict[str, Any]], compact: bool = False) -> Ta
     gan = any(r.get("gan_fd") is not None for r in rows)   # the used GAN's score.json (segbench.report.gan_scores)
     headers += (["mIoU (confusion)"] if confusion else []) + (["GAN alignment", "GAN FD"] if gan else [])
     headers += ([] if compact else ["runs"]) + ["n images", "undefined"]
+    headers.append("stopped")
     cells = []
     for row in rows:
         line = [row["label"], str(row["real_per_batch"]), str(row["synth_per_batch"]), row["aug_column"]]
@@ -89,7 +102,7 @@ def configuration_table(rows: list[dict[str, Any]], compact: bool = False) -> Ta
         line += ([fmt(row.get("confusion_miou"))] if confusion else [])
         line += [fmt(row.get("gan_alignment")), fmt(row.get("gan_fd"))] if gan else []
         line += [] if compact else [str(row["n_runs"])]
-        line += [str(row["n_images"]), ", ".join(undefined) or "0"]
+        line += [str(row["n_images"]), ", ".join(undefined) or "0", stop_cell(row.get("stops"))]
         cells.append(line)
     first = rows[0]
     folds = sorted({f for r in rows for f in r["folds"]})
@@ -153,13 +166,15 @@ def report_csv(configurations: list[dict[str, Any]]) -> bytes:
     for row in configurations:
         metrics += [m for m in row["metrics"] if m not in metrics]
     header = ["dataset", "label", "task", "real_per_batch", "synth_per_batch", "aug", "n_runs", "folds", "seeds",
-              "n_images", "confusion_miou", "synth_use", "gan_alignment", "gan_fd"]
+              "n_images", "confusion_miou", "synth_use", "gan_alignment", "gan_fd", "stopped_early",
+              "stopped_at_cap"]
     header += [f"{m}_{k}" for m in metrics for k in STAT_KEYS]
     rows = []
     for r in configurations:
         line = [r["dataset"], r["label"], r["task"], r["real_per_batch"], r["synth_per_batch"], r["aug"],
                 r["n_runs"], ";".join(r["folds"]), ";".join(map(str, r["seeds"])), r["n_images"], r["confusion_miou"],
-                r.get("synth_use", ""), r.get("gan_alignment"), r.get("gan_fd")]
+                r.get("synth_use", ""), r.get("gan_alignment"), r.get("gan_fd"),
+                r.get("stops", {}).get("early"), r.get("stops", {}).get("cap")]
         line += [r["metrics"].get(m, {}).get(k) for m in metrics for k in STAT_KEYS]
         rows.append(line)
     return _csv_bytes(header, rows)

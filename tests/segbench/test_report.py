@@ -26,7 +26,8 @@ CAMVID_CLASSES = ("flat", "construction", "object", "nature", "sky", "human", "v
 
 def make_run(path: Path, values: dict[str, list[float]], *, dataset: str = "scr-lung", fold: str = "fold1",
              seed: int = 0, real: int = 16, synth: int = 0, aug: str = "none", complete: bool = True,
-             predictions: bool = False, cases: list[str] | None = None) -> Path:
+             predictions: bool = False, cases: list[str] | None = None, stopped_early: bool | None = None,
+             iterations: int = 100) -> Path:
     """A finished-looking run directory: config.json, per_image.csv, summary.json (+ predictions.npz)."""
     path.mkdir(parents=True)
     n = len(next(iter(values.values())))
@@ -36,9 +37,9 @@ def make_run(path: Path, values: dict[str, list[float]], *, dataset: str = "scr-
     atomic_write_json(path / "config.json", config.to_json())
     write_per_image_csv(rows, path / "per_image.csv")
     summary = {"label": path.name, "dataset": dataset, "fold_id": fold, "seed": seed, "real_per_batch": real,
-               "synth_per_batch": synth, "aug": aug, "iterations": 100, "best_iteration": 80, "best_val_loss": 0.1,
+               "synth_per_batch": synth, "aug": aug, "iterations": iterations, "best_iteration": 80, "best_val_loss": 0.1,
                "wall_s": 3.0, "metrics": summarize([{k: v for k, v in r.items() if k != "case"} for r in rows]),
-               "complete": complete}
+               "complete": complete, **({} if stopped_early is None else {"stopped_early": stopped_early})}
     (path / "summary.json").write_text(json.dumps(summary).replace("NaN", "null"))
     if predictions:
         rng = np.random.default_rng(seed + real)
@@ -248,3 +249,20 @@ def test_one_colour_map_for_every_figure():
     assert class_colors(["background", "left lung"])[1].tolist() == [230, 25, 75]
     cmap = _mask_cmap(list(CATEGORIES))
     np.testing.assert_allclose([to_rgb(cmap(i)) for i in range(len(CATEGORIES))], colours / 255)
+
+
+def test_stop_reasons_counted_and_shown(tmp_path):
+    make_run(tmp_path / "r" / "s0", binary([0.9, 0.8]), seed=0, stopped_early=True, iterations=650)
+    make_run(tmp_path / "r" / "s1", binary([0.9, 0.7]), seed=1, stopped_early=False, iterations=3000)
+    make_run(tmp_path / "r" / "s2", binary([0.8, 0.7]), seed=2, stopped_early=True, iterations=900)
+    make_run(tmp_path / "r" / "old", binary([0.8, 0.7]), real=8, synth=8)   # a summary from before the field
+    result = report([tmp_path / "r"], out=tmp_path / "rep", console=quiet())
+    stops = row_of(result, "16-0-NoAug")["stops"]
+    assert (stops["early"], stops["cap"], stops["unknown"]) == (2, 1, 0)
+    assert [(r["seed"], r["reason"], r["iterations"]) for r in stops["runs"]] == [
+        (0, "early", 650), (1, "cap", 3000), (2, "early", 900)]
+    assert row_of(result, "8-8-NoAug")["stops"]["unknown"] == 1
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "stopped" in md and "early 2/3 (it 650-3000)" in md and "unknown (it 100)" in md
+    rows = {r["label"]: r for r in csv.DictReader(open(tmp_path / "rep" / "report.csv"))}
+    assert (rows["16-0-NoAug"]["stopped_early"], rows["16-0-NoAug"]["stopped_at_cap"]) == ("2", "1")
