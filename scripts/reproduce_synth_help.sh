@@ -69,9 +69,9 @@ cell() {
   local base; base="$(sweep_dir "$dataset" "$fold" "synth-help-$c-compare")"
   # the paired tests that carry the conclusion, Holm over them; labels as the report prints them (the filtered
   # runs are another variant, so every label carries its variant: @small[-frac10][-top=50%])
-  local v; v="@small$( [ "$c" = scr10 ] && echo -frac10 )"
-  local real_l="$real$v" aug_l="${real/NoAug/Aug}$v" mixed; mixed="$( [ "$c" = camvid ] && echo 4-4 || echo 8-8 )"
-  local mix_l="$mixed-NoAug$v" top_l="$mixed-NoAug$v-top=50%" augtop_l="$mixed-Aug$v-top=50%"
+  # labels as segbench report names them: K-M-Aug|NoAug, then the synthetic-use tag (SegConfig.synth_use)
+  local real_l="$real" aug_l="${real/NoAug/Aug}" mixed; mixed="$( [ "$c" = camvid ] && echo 4-4 || echo 8-8 )"
+  local mix_l="$mixed-NoAug" top_l="$mixed-NoAug-top50" augtop_l="$mixed-Aug-top50"
   "$PY" -m segbench report "$base" --out "$out/compare" --compare "$top_l:$aug_l" --compare "$augtop_l:$aug_l" \
     --compare "$mix_l:$aug_l" --compare "$top_l:$mix_l" --compare "$top_l:$real_l" --compare "$mix_l:$real_l" \
     --compare "$aug_l:$real_l"
