@@ -17,6 +17,7 @@ pruned only after the new one is in place.
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from torch import nn
 
 from pairgen.core.errors import UserError
 from pairgen.presets import GANConfig
-from pairgen.core.files import sha256_file
+from pairgen.core.files import atomic_write_json, sha256_file
 from pairgen.core.torchio import load_state, save_state
 
 FORMAT = "pairgen-gan"
@@ -135,3 +136,35 @@ def load_generator(path: Path, device: str | torch.device = "cpu", average: bool
             "class_names": list(state["class_names"]), "step": int(state["step"]), "path": str(path),
             "weights": weights}
     return generator, config, meta
+
+
+def derive_live_run(source: Path) -> Path:
+    """From a GAN run trained with a weight average (ema_kimg > 0), the same run without it, as a run directory of
+    its own beside `source`: the average never feeds back into training, so the live weights of an ema_kimg > 0 run
+    are exactly those the ema_kimg = 0 run reaches. Config and every checkpoint with ema_kimg = 0 and no
+    generator_ema, plus derived_from.txt naming the source; created once (a second call returns it), atomically."""
+    config = GANConfig.load(source / "config.json")
+    if not config.ema_kimg:
+        raise UserError(f"{source}: ema_kimg is 0, the run has no weight average to drop")
+    parent = source.parent
+    for run in sorted(parent.iterdir()):
+        if (run / "derived_from.txt").is_file() and (run / "derived_from.txt").read_text().strip() == str(source):
+            return run
+    numbers = [int(p.name.split("-")[0]) for p in parent.iterdir() if p.name.split("-")[0].isdigit()]
+    target = parent / f"{max(numbers, default=-1) + 1:05d}-{config.preset}"
+    work = parent / f".{target.name}.partial"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "checkpoints").mkdir(parents=True)
+    live = config.to_json() | {"ema_kimg": 0.0}
+    atomic_write_json(work / "config.json", live)
+    for name in ("log.jsonl", "curves.png"):
+        if (source / name).is_file():
+            shutil.copy2(source / name, work / name)
+    for _, path in _checkpoints(source / "checkpoints"):
+        state = load_checkpoint(path)
+        state.pop("generator_ema", None)
+        state["config"] = dict(state["config"]) | {"ema_kimg": 0.0}
+        save_checkpoint(work / "checkpoints" / path.name, state)
+    (work / "derived_from.txt").write_text(f"{source}\n")
+    work.rename(target)   # atomic: a half-written copy is never taken for a trained run
+    return target

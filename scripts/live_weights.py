@@ -13,49 +13,16 @@ uses it for the "+ DiffAugment" rows, so the study trains one GAN, not two, for 
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
-from pairgen.checkpoint import _checkpoints, load_checkpoint, save_checkpoint
+from pairgen.checkpoint import derive_live_run
 from pairgen.core.errors import UserError
-from pairgen.core.files import atomic_write_json
-from pairgen.presets import GANConfig
-
-
-def derive(source: Path) -> Path:
-    """The derived run directory (created once; a second call returns the existing one)."""
-    config = GANConfig.load(source / "config.json")
-    if not config.ema_kimg:
-        raise UserError(f"{source}: ema_kimg is 0, the run has no weight average to drop")
-    parent = source.parent
-    for run in sorted(parent.iterdir()):
-        if (run / "derived_from.txt").is_file() and (run / "derived_from.txt").read_text().strip() == str(source):
-            return run
-    numbers = [int(p.name.split("-")[0]) for p in parent.iterdir() if p.name.split("-")[0].isdigit()]
-    target = parent / f"{max(numbers, default=-1) + 1:05d}-{config.preset}"
-    work = parent / f".{target.name}.partial"
-    shutil.rmtree(work, ignore_errors=True)
-    (work / "checkpoints").mkdir(parents=True)
-    live = config.to_json() | {"ema_kimg": 0.0}
-    atomic_write_json(work / "config.json", live)
-    for name in ("log.jsonl", "curves.png"):
-        if (source / name).is_file():
-            shutil.copy2(source / name, work / name)
-    for _, path in _checkpoints(source / "checkpoints"):
-        state = load_checkpoint(path)
-        state.pop("generator_ema", None)
-        state["config"] = dict(state["config"]) | {"ema_kimg": 0.0}
-        save_checkpoint(work / "checkpoints" / path.name, state)
-    (work / "derived_from.txt").write_text(f"{source}\n")
-    work.rename(target)   # atomic: a half-written copy is never taken for a trained run
-    return target
-
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
         sys.exit("usage: python scripts/live_weights.py GAN_RUN_DIR")
     try:
-        print(derive(Path(sys.argv[1]).resolve()))
+        print(derive_live_run(Path(sys.argv[1]).resolve()))
     except UserError as exc:
         sys.exit(f"error: {exc}")

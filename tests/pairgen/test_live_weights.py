@@ -1,31 +1,22 @@
-"""scripts/live_weights.py: the live weights of a weight-averaged run are the run without the average."""
+"""pairgen.checkpoint.derive_live_run (scripts/live_weights.py): the live weights of a weight-averaged run are the run without the average."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
-from pairgen.checkpoint import load_checkpoint, load_generator
+from pairgen.checkpoint import derive_live_run, load_checkpoint, load_generator
 from pairgen.core.errors import UserError
 from pairgen.presets import GANConfig
 from pairgen.train import train
 from tests.fixtures import small_config
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "live_weights.py"
-
-
-def _derive():
-    spec = importlib.util.spec_from_file_location("live_weights", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.derive
 
 
 def test_live_weights_equal_a_run_without_the_average(tmp_path: Path, real: Path) -> None:
-    derive = _derive()
+    derive = derive_live_run
     gan = tmp_path / "ws" / "gan"
     averaged = small_config(iters=3, tick_every=1, ema_kimg=0.01, diffaug="translation,cutout")
     train(averaged, gan / "00000-tiny", real, show_progress=False)
