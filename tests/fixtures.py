@@ -177,3 +177,16 @@ def run_cli(monkeypatch, capsys, tool: str, *args: str) -> tuple[int, str, str]:
         code = int(exited.code or 0)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def kill_after_save(monkeypatch, train_module, iteration: int) -> None:
+    """segbench.train's save_state that raises KeyboardInterrupt right after the training state of `iteration` is
+    written (a kill between checkpoint and the next log line); monkeypatch.undo() or setattr restores it."""
+    save = train_module.save_state
+
+    def save_then_die(path, state, *args, **kwargs):
+        save(path, state, *args, **kwargs)
+        if state["iteration"] == iteration:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(train_module, "save_state", save_then_die)

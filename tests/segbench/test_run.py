@@ -18,7 +18,7 @@ from pairgen.core.errors import UserError
 from segbench import run as run_module
 from segbench.presets import SegConfig, make_config
 from segbench.run import resolve_config, run
-from tests.fixtures import disc_pair, make_real_tree
+from tests.fixtures import disc_pair, kill_after_save, make_real_tree
 
 DATASET = "test-discs"
 CLASSES = ("background", "left lung")
@@ -235,14 +235,8 @@ def test_unet_run_killed_while_writing_its_log_resumes(tmp_path: Path, monkeypat
     reference = run(config, ws, out=tmp_path / "straight", show_progress=False)
 
     save = train_module.save_state
-
-    def save_then_die(path, state, *args, **kwargs):
-        save(path, state, *args, **kwargs)
-        if state["iteration"] == 3:
-            raise KeyboardInterrupt("killed")
-
     out = tmp_path / "killed"
-    monkeypatch.setattr(train_module, "save_state", save_then_die)
+    kill_after_save(monkeypatch, train_module, 3)
     with pytest.raises(KeyboardInterrupt):
         run(config, ws, out=out, show_progress=False)
     monkeypatch.setattr(train_module, "save_state", save)

@@ -19,7 +19,7 @@ from segbench.run import run, run_label
 from segbench.step import make_optimizer, prepare_model, row_weights, segmentation_loss, train_step
 from segbench.train import EarlyStopping, train_segmentation
 from segbench.unet import build_unet
-from tests.fixtures import make_real_split
+from tests.fixtures import kill_after_save, make_real_split
 from tests.segbench.test_report import binary, make_run, quiet
 from tests.segbench.test_run import make_synthetic_export, make_workspace, quick
 
@@ -194,14 +194,8 @@ def test_pretrain_run_resumes_exactly_and_is_labelled(tmp_path: Path, monkeypatc
     assert saved["pretrain_iters"] == 3 and saved["synth_shards"]   # the synthetic data is recorded though M = 0
 
     save = train_module.save_state
-
-    def save_then_die(path, state, *args, **kwargs):
-        save(path, state, *args, **kwargs)
-        if state["iteration"] == 2:
-            raise KeyboardInterrupt("killed")
-
     out = tmp_path / "killed"
-    monkeypatch.setattr(train_module, "save_state", save_then_die)
+    kill_after_save(monkeypatch, train_module, 2)
     with pytest.raises(KeyboardInterrupt):
         run(config, ws, out=out, show_progress=False)
     monkeypatch.setattr(train_module, "save_state", save)
