@@ -31,19 +31,23 @@ print(ensure_export(m, 1, ensure_generator(m, 1, m.preset, ws), ws))" "$1" "$WS"
 sweep_dir() { echo "$WS/$1/$2/seg/sweep-$3"; }
 
 cell() {
-  local c="$1" dataset fold real variants
+  # variants: in training order; derived: the variants taken as the live weights of their "-ema" run
+  local c="$1" dataset fold real variants derived
   case "$c" in
-    scr10)  dataset=scr-lung; fold=fold1-frac10; real=16-0-NoAug; variants="thesis-ema thesis da-ema da tc-ema tc" ;;
-    scr100) dataset=scr-lung; fold=fold1;        real=16-0-NoAug; variants="thesis-ema thesis da-ema da" ;;
-    camvid) dataset=camvid;   fold=fold1;        real=8-0-NoAug;  variants="thesis da-ema da onehot-ema onehot" ;;
+    scr10)  dataset=scr-lung; fold=fold1-frac10; real=16-0-NoAug; variants="thesis-ema thesis da-ema da tc-ema tc"
+            derived="thesis da tc" ;;
+    scr100) dataset=scr-lung; fold=fold1;        real=16-0-NoAug; variants="thesis-ema thesis da-ema da"
+            derived="thesis da" ;;
+    camvid) dataset=camvid;   fold=fold1;        real=8-0-NoAug
+            variants="thesis thesis-ema da-ema da onehot-ema onehot"; derived="da onehot" ;;
     *) echo "error: unknown cell $c (scr10 | scr100 | camvid)" >&2; exit 2 ;;
   esac
   local out="$WS/reports/synth-help-$c"
   mkdir -p "$out"
   # 1. GAN variants: train, export 4000 pairs, synthetic-only U-Net; a variant V without the weight average is the
-  #    live weights of the V-ema run when that is listed before it (scripts/live_weights.py), not a second GAN
+  #    live weights of the V-ema run when V is in $derived (scripts/live_weights.py), not a second GAN
   for v in $variants; do
-    if [[ " $variants " == *" $v-ema "* ]]; then
+    if [[ " $derived " == *" $v "* ]]; then
       "$PY" scripts/live_weights.py "$(gan_run "$M/synth-help-$c-gan-$v-ema.toml")"
     fi
     "$PY" -m segbench sweep "$M/synth-help-$c-gan-$v.toml"
@@ -75,6 +79,18 @@ cell() {
   "$PY" -m segbench report "$base" --out "$out/compare" --compare "$top_l:$aug_l" --compare "$augtop_l:$aug_l" \
     --compare "$mix_l:$aug_l" --compare "$top_l:$mix_l" --compare "$top_l:$real_l" --compare "$mix_l:$real_l" \
     --compare "$aug_l:$real_l"
+  # CamVid: the mixed rows again with the one-hot GAN (the default encoding for multi-class datasets), reported
+  # beside the same real-only and augmentation runs
+  if [ "$c" = camvid ]; then
+    [ -f "$out/score-compare-onehot.json" ] || "$PY" -m pairgen score \
+      "$(export_dir "$M/synth-help-$c-compare-onehot.toml")" --judge "$judge" --write-quality \
+      --out "$out/score-compare-onehot.json"
+    "$PY" -m segbench sweep "$M/synth-help-$c-compare-onehot.toml" --jobs "$JOBS"
+    "$PY" -m segbench report "$base/$real_l"-seed* "$base/$aug_l"-seed* \
+      "$(sweep_dir "$dataset" "$fold" "synth-help-$c-compare-onehot")" --out "$out/compare-onehot" \
+      --compare "$top_l:$aug_l" --compare "$augtop_l:$aug_l" --compare "$mix_l:$aug_l" --compare "$top_l:$mix_l" \
+      --compare "$top_l:$real_l" --compare "$mix_l:$real_l"
+  fi
 }
 
 cells=("$@")

@@ -36,6 +36,7 @@ from pairgen.core import distributed
 from pairgen.core.devices import resolve_device
 from pairgen.core.errors import UserError
 from pairgen.core.interrupt import Interrupted, StopRequest
+from pairgen.core.workspace import workspace_flag
 from pairgen.shards import ShardSet, load_shards
 from segbench.predict import evaluate_test
 from segbench.presets import SegConfig, make_config
@@ -245,13 +246,6 @@ def check_same_run(run_dir: RunDir, config: SegConfig) -> None:
                         "move it away to rerun")
 
 
-def _workspace_flag(ws: Path) -> str:
-    """' --workspace WS' when WS is not the default workspace (for a command printed to the user)."""
-    from pairgen.core.workspace import workspace_root
-
-    return "" if workspace_root(None).resolve() == Path(ws).resolve() else f" --workspace {ws}"
-
-
 def _load_real(plan: DataPlan) -> dict[str, ShardSet]:
     # each split's manifest and every shard in it must say real, this split, this dataset (and the train's fold)
     expect = {"kind": "real", "dataset": plan.dataset}
@@ -407,7 +401,7 @@ def _run(config: SegConfig, workspace: Path, out: Path | None, resume: bool, sho
             result = train_segmentation(config, model, batches, real["val"], files.path, resume=resuming,
                                         show_progress=show_progress, stop=stop, pretrain_batches=pretrain)
         except Interrupted as exc:
-            raise Interrupted(f"{exc}; resume with: segbench run --resume --out {files.path}{_workspace_flag(ws)}") \
+            raise Interrupted(f"{exc}; resume with: segbench run --resume --out {files.path}{workspace_flag(ws)}") \
                 from None
     if rank != 0:
         return files.path

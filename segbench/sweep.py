@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pairgen.core.errors import UserError
+from pairgen.core.interrupt import Interrupted
+from pairgen.core.workspace import workspace_flag
 from segbench.report import config_label, is_noaug
 from segbench.rundir import RunDir
 
@@ -366,6 +368,9 @@ def sweep(manifest: Path, workspace: Path | None = None, jobs: int = 1, dry_run:
             try:
                 # resume=True on an existing dir: run() continues it, or starts afresh when it holds no config.json
                 run_fn(config, ws, out=task.run_dir, resume=task.run_dir.exists(), show_progress=True)
+            except Interrupted as exc:   # the run saved its state; rerunning the sweep resumes it and the rest
+                raise Interrupted(f"{task.run_dir} saved its state; resume the sweep with: segbench sweep "
+                                  f"{manifest}{workspace_flag(ws)}") from exc
             except (UserError, RuntimeError, ValueError, OSError) as exc:
                 failures.append(f"{task.run_dir}: {exc}")
                 console.print(f"[red]✗[/] {task.run_dir}: {exc}", highlight=False)

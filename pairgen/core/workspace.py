@@ -29,6 +29,11 @@ def workspace_root(workspace: Path | str | None = None) -> Path:
     return Path(os.environ.get(ENV_VAR, "workspace"))
 
 
+def workspace_flag(ws: Path | str) -> str:
+    """' --workspace WS' when WS is not the default workspace, else '' (for a command printed to the user)."""
+    return "" if workspace_root(None).resolve() == Path(ws).resolve() else f" --workspace {ws}"
+
+
 def fold_id(fold: int, train_fraction: float = 1.0) -> str:
     """The fold's directory name: `fold<K>`, plus `-frac<PP>` (percent, two digits) for a low-data subset."""
     return f"fold{fold}" + ("" if train_fraction >= 1.0 else f"-frac{round(train_fraction * 100):02d}")

@@ -106,6 +106,27 @@ def test_grid_skip_and_resume(tmp_path, no_prepare):
     assert sweep(manifest, ws, dry_run=True, run_fn=fake_run, console=quiet()) == dirs and len(calls(ws)) == 9
 
 
+def test_an_interrupted_run_names_the_sweep_to_resume(tmp_path, no_prepare):
+    """Ctrl-C in a sweep: the run saved its state (segbench.run raises Interrupted); the message says to rerun the
+    sweep, which resumes that run and the ones after it, not the single run."""
+    from pairgen.core.interrupt import Interrupted
+
+    ws, manifest = tmp_path / "ws", write_manifest(tmp_path / "grid.toml", GRID)
+    ws.mkdir()
+
+    def interrupted_second_run(config, workspace, out=None, resume=False, show_progress=True):
+        if len(calls(Path(workspace))) == 1:
+            raise Interrupted(f"stopped at iteration 7; resume with: segbench run --resume --out {out}")
+        return fake_run(config, workspace, out, resume, show_progress)
+
+    with pytest.raises(Interrupted, match=rf"4-0-NoAug-seed1 saved its state; resume the sweep with: segbench sweep "
+                                          rf"{manifest} --workspace {ws}$"):
+        sweep(manifest, ws, run_fn=interrupted_second_run, console=quiet())
+    assert len(calls(ws)) == 1   # nothing ran after the interrupt
+    sweep(manifest, ws, run_fn=fake_run, console=quiet())
+    assert len(calls(ws)) == 8
+
+
 def test_only_preset_override_and_conflicts(tmp_path, no_prepare):
     ws, manifest = tmp_path / "ws", write_manifest(tmp_path / "grid.toml", GRID)
     ws.mkdir()
