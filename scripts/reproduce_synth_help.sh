@@ -78,7 +78,8 @@ cell() {
   local mix_l="$mixed-NoAug" top_l="$mixed-NoAug-top50" augtop_l="$mixed-Aug-top50"
   "$PY" -m segbench report "$base" --out "$out/compare" --compare "$top_l:$aug_l" --compare "$augtop_l:$aug_l" \
     --compare "$mix_l:$aug_l" --compare "$top_l:$mix_l" --compare "$top_l:$real_l" --compare "$mix_l:$real_l" \
-    --compare "$aug_l:$real_l"
+    --compare "$aug_l:$real_l" $( [ "$c" = scr10 ] && echo --compare "$top_l-w0.5:$real_l" \
+      --compare "$top_l-w0.5:$top_l" --compare "$real_l-top50-pre500:$real_l" --compare "$real_l-top50-pre500:$top_l" )
   # CamVid: the mixed rows again with the one-hot GAN (the default encoding for multi-class datasets), reported
   # beside the same real-only and augmentation runs
   if [ "$c" = camvid ]; then

@@ -49,6 +49,9 @@ def run(
     max_iters: Optional[int] = typer.Option(None, "--max-iters"),
     min_iters: Optional[int] = typer.Option(None, "--min-iters", help="Early stopping: train at least this long."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping: iterations after the last minimum."),
+    select_by: Optional[str] = typer.Option(None, "--select-by", help="Keep the net and stop by the validation "
+                                            "loss (default, thesis) or score (Dice / mIoU; for synthetic-only "
+                                            "training)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device"),
     cuda_graph: bool = typer.Option(False, "--cuda-graph/--no-cuda-graph",
@@ -72,7 +75,7 @@ def run(
                             synth_weight=synth_weight, pretrain_iters=pretrain_synth,
                             allow_unsafe_aug=allow_unsafe_aug or None,
                             max_iters=max_iters,
-                            min_iters=min_iters, patience=patience, seed=seed, device=device,
+                            min_iters=min_iters, patience=patience, select_by=select_by, seed=seed, device=device,
                             cuda_graph=cuda_graph)
     if dry_run:
         typer.echo(config.to_text())

@@ -19,6 +19,7 @@ from pairgen.presets import WIDE_DATASETS
 
 PRESETS = ("tiny", "small", "thesis")
 SYNTH_SOURCES = ("shards", "generator")
+SELECT_BY = ("loss", "score")     # segbench.train: what picks the kept parameters and stops training
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class SegConfig(FrozenConfig):
     patience: int = 60                   # section 4.2: stop 3000 iterations after the last validation minimum
     max_iters: int = 300                 # hard cap (CPU presets); thesis: large
     val_every: int = 20                  # validation loss every this many iterations
+    select_by: str = "loss"              # keep/stop by the validation 'loss' (thesis 4.2) | 'score' (Dice / mIoU)
     eval_batch: int = 16
     postprocess_lcc: bool | None = None  # None: on for single-foreground tasks (thesis: left lung), off otherwise
     seed: int = 0
@@ -120,6 +122,8 @@ def make_config(dataset: str, preset: str = "tiny", **overrides: Any) -> SegConf
         raise UserError(f"--synth-weight must be a positive number, not {config.synth_weight}")
     if config.synth_weight != 1.0 and config.synth_per_batch == 0:
         raise UserError("--synth-weight weighs the synthetic rows of a mixed batch: it needs --synth M > 0")
+    if config.select_by not in SELECT_BY:
+        raise UserError(f"--select-by must be one of {', '.join(SELECT_BY)}, not {config.select_by!r}")
     if config.pretrain_iters < 0:
         raise UserError(f"--pretrain-synth must be >= 0, not {config.pretrain_iters}")
     if config.synth_filter:

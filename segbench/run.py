@@ -24,6 +24,7 @@ in segbench.rundir.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -406,8 +407,8 @@ def _run(config: SegConfig, workspace: Path, out: Path | None, resume: bool, sho
     if rank != 0:
         return files.path
     plot_curves(files.log, files.curves, "iteration", ((("train_loss", "val_loss"), "loss"),),
-                f"segbench run {label} (best iteration {result['best_iteration']}, dashed)",
-                mark_x=result["best_iteration"])
+                f"segbench run {label} (best iteration {result['best_iteration']} by {config.select_by}, dashed)",
+                mark_x=result["best_iteration"], optional=((("val_score",), "val Dice / mIoU"),))
     height, width, channels = train.images.shape[1:]
     save_weights(files.weights, model, {
         "in_channels": channels, "n_classes": len(train.class_names), "depth": config.depth,
@@ -422,6 +423,8 @@ def _run(config: SegConfig, workspace: Path, out: Path | None, resume: bool, sho
         synth_per_batch=config.synth_per_batch, aug=str(spec), seed=config.seed, preset=config.preset,
         synth_source=config.synth_source if config.uses_synthetic else None, iterations=result["iterations"],
         best_iteration=result["best_iteration"], best_val_loss=result["best_val_loss"],
+        best_val_score=None if math.isnan(result["best_val_score"]) else result["best_val_score"],
+        select_by=config.select_by,
         stopped_early=result["stopped_early"], wall_s=result["wall_s"],
         total_wall_s=round(time.monotonic() - started, 3), device=str(device), run=files.name,
         evaluation=evaluation))   # last: its presence + 'complete' marks a finished run

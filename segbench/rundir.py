@@ -135,6 +135,8 @@ class Summary:
     device: str
     run: str                     # the run directory's name
     evaluation: dict[str, Any] = dataclasses.field(default_factory=dict)
+    best_val_score: float | None = None   # validation Dice / mIoU at best_iteration (segbench.train.validate)
+    select_by: str = "loss"               # what chose best_iteration (SegConfig.select_by)
     complete: bool = True
 
     def to_json(self) -> dict[str, Any]:

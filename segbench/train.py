@@ -6,6 +6,13 @@ there; stop when 3000 iterations have passed since the last minimum. Here: `min_
 validation loss (whole validation set) is measured every `val_every` iterations, so stopping is decided at those
 points. At the end the parameters of the minimum are restored.
 
+Selection (SegConfig.select_by): 'loss' is the thesis' rule above. 'score' takes the maximum validation score
+instead, Dice of the foreground (one class; mean over images) or mIoU over classes 1… (several; pooled confusion,
+void ground truth dropped on road scenes), both at the training resolution and from segbench.metrics' definitions.
+The loss is a poor judge when training and validation images differ in kind: a U-Net trained on synthetic pairs
+only grows confident, its real-validation cross-entropy rises while its overlap still improves, and the loss rule
+keeps a nearly untrained net. Both figures are logged at every validation point either way.
+
 Optimiser: Adam, lr 1e-4, beta1 0.5, beta2 0.9 (the header of tables 4.2 / 4.4: "Adam (eta = 0.0001,
 beta1 = 0.5, beta2 = 0.9)"), taken from the config. Losses (section 2.6.3): one logit → sigmoid cross-entropy
 against foreground (mask > 0); several logits → softmax cross-entropy over every class id (0 included). The step
@@ -43,6 +50,7 @@ from pairgen.core.errors import UserError
 from pairgen.core.interrupt import Interrupted, StopRequest
 from pairgen.shards import ShardSet
 from segbench import graphed
+from segbench.metrics import ConfusionMatrix, dice, ignores_void
 from segbench.mixing import MixedBatches, RealSource, uint8_to_model
 from segbench.presets import SegConfig
 from segbench.rundir import RunDir
@@ -59,13 +67,16 @@ class EarlyStopping:
 
     def __init__(self, min_iters: int, patience: int, start: int = 0) -> None:
         self.min_iters, self.patience, self.start = int(min_iters), int(patience), int(start)
-        self.best_loss = math.inf
+        self.best_loss = math.inf   # the criterion, lower is better (the loss, or minus the score)
         self.best_iteration = 0     # before any minimum, patience counts from the start
+        self.best_figures: dict[str, float] = {}   # what was measured at the best point (val_loss, val_score)
 
-    def update(self, iteration: int, val_loss: float) -> bool:
-        """Record a validation loss; True when it is a new (strict) minimum. NaN never improves."""
+    def update(self, iteration: int, val_loss: float, figures: dict[str, float] | None = None) -> bool:
+        """Record a validation criterion (lower is better) and the figures measured with it; True when it is a
+        new (strict) minimum. NaN never improves."""
         if val_loss < self.best_loss:
             self.best_loss, self.best_iteration = float(val_loss), int(iteration)
+            self.best_figures = dict(figures or {})
             return True
         return False
 
@@ -77,19 +88,34 @@ class EarlyStopping:
 
     def state_dict(self) -> dict[str, Any]:
         return {"min_iters": self.min_iters, "patience": self.patience, "start": self.start,
-                "best_loss": self.best_loss, "best_iteration": self.best_iteration}
+                "best_loss": self.best_loss, "best_iteration": self.best_iteration,
+                "best_figures": dict(self.best_figures)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.min_iters, self.patience = int(state["min_iters"]), int(state["patience"])
         self.start = int(state.get("start", 0))
         self.best_loss, self.best_iteration = float(state["best_loss"]), int(state["best_iteration"])
+        self.best_figures = dict(state.get("best_figures", {}))
 
 
 @torch.no_grad()
 def validation_loss(model: torch.nn.Module, val: RealSource, batch_size: int, amp: bool) -> float:
     """Mean per-pixel loss over the whole validation set (every pixel weighs the same)."""
+    return validate(model, val, batch_size, amp)[0]
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, val: RealSource, batch_size: int, amp: bool,
+             ignore_void: bool = False) -> tuple[float, float]:
+    """(mean per-pixel loss, score) over the whole validation set at the training resolution.
+
+    score in [0, 1]: one logit, the mean over images of the foreground Dice (logit > 0 vs mask > 0; both empty
+    → 1); several, the mIoU over classes 1… of the pooled confusion matrix (argmax; `ignore_void`: ground-truth
+    class-0 pixels dropped, as the evaluation does on road scenes). NaN when no class is defined."""
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=val.device)
+    dices: list[float] = []
+    confusion: torch.Tensor | None = None
     for start in range(0, len(val), batch_size):
         images = uint8_to_model(val.images[start:start + batch_size].to(val.device, non_blocking=True))
         masks = val.masks[start:start + batch_size].to(val.device, non_blocking=True).long()
@@ -97,9 +123,30 @@ def validation_loss(model: torch.nn.Module, val: RealSource, batch_size: int, am
         with autocast_for(val.device, amp):
             logits = model(images)
         total += segmentation_loss(logits, masks, reduction="sum").double()
+        classes = logits.shape[1]
+        if classes == 1:
+            predicted, truth = (logits[:, 0] > 0).cpu().numpy(), (masks > 0).cpu().numpy()
+            dices.extend(dice(p, t) for p, t in zip(predicted, truth))
+        else:
+            counts = torch.bincount((masks * classes + logits.argmax(1)).flatten(), minlength=classes * classes)
+            counts = counts.reshape(classes, classes)
+            confusion = counts if confusion is None else confusion + counts
     model.train()
     pixels = len(val) * val.shape[0] * val.shape[1]
-    return float(total.item() / pixels)
+    if confusion is None:
+        score = sum(dices) / len(dices) if dices else math.nan
+    else:
+        matrix = ConfusionMatrix([str(c) for c in range(confusion.shape[0])])
+        matrix.matrix = confusion.cpu().numpy().astype("int64")
+        score = matrix.miou(ignore_void_gt=ignore_void)
+    return float(total.item() / pixels), float(score)
+
+
+def _best(stopper: EarlyStopping, name: str) -> float:
+    """A figure at the selected point; a state saved before select_by existed knows only its loss."""
+    if name in stopper.best_figures:
+        return stopper.best_figures[name]
+    return stopper.best_loss if name == "val_loss" else math.nan
 
 
 def _rank_rows(real: int, synth: int, batches: MixedBatches, world: int) -> torch.Tensor | None:
@@ -123,8 +170,8 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
                        pretrain_batches: MixedBatches | None = None) -> dict[str, Any]:
     """Train `model` on `batches` with early stopping on `val_set`'s loss; leaves the best parameters in `model`.
 
-    Returns {'iterations', 'best_iteration', 'best_val_loss', 'wall_s', 'stopped_early'} (iterations include the
-    pre-training's).
+    Returns {'iterations', 'best_iteration', 'best_val_loss', 'best_val_score', 'wall_s', 'stopped_early'}
+    (iterations include the pre-training's; the figures are those at the selected point, config.select_by).
     `pretrain_batches`: K + M synthetic rows per batch for the first config.pretrain_iters iterations (module
     docstring); required when pretrain_iters > 0.
     `resume`: continue from run_dir/training_state.pt when present (else start fresh).
@@ -156,6 +203,7 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
     # augmentation draws on the training device (no per-pixel noise copies); its state is checkpointed
     aug_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
     stopper = EarlyStopping(config.min_iters, config.patience, start=pretrain_iters)
+    ignore_void = ignores_void(config.dataset)   # as the evaluation scores the run
     val = RealSource(val_set, device)
     state_path, log_path = RunDir(run_dir).training_state, RunDir(run_dir).log
 
@@ -232,9 +280,10 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
             if iteration % config.val_every and iteration not in (pretrain_iters, total_iters):
                 continue
             # validation point: early-stopping bookkeeping, log line, maybe a training-state checkpoint
-            val_loss = validation_loss(model, val, config.eval_batch, config.amp) if rank == 0 else None
-            val_loss = distributed.broadcast_object(val_loss)   # every rank takes the same stopping decision
-            if stopper.update(iteration, val_loss) and rank == 0:
+            figures = (validate(model, val, config.eval_batch, config.amp, ignore_void) if rank == 0 else None)
+            val_loss, val_score = distributed.broadcast_object(figures)   # every rank takes the same decision
+            criterion = val_loss if config.select_by == "loss" else -val_score
+            if stopper.update(iteration, criterion, {"val_loss": val_loss, "val_score": val_score}) and rank == 0:
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             train_loss = float(distributed.all_mean(running_loss).item() / running_steps)
             running_loss.zero_()
@@ -243,12 +292,13 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
             if rank != 0:
                 continue
             record = {"iteration": iteration, "phase": "pretrain" if pretraining else "train",
-                      "train_loss": train_loss, "val_loss": val_loss,
-                      "best_val_loss": stopper.best_loss, "best_iteration": stopper.best_iteration,
+                      "train_loss": train_loss, "val_loss": val_loss, "val_score": val_score,
+                      "best_val_loss": _best(stopper, "val_loss"), "best_iteration": stopper.best_iteration,
                       "wall_s": round(elapsed + time.monotonic() - started, 3)}
             log.write(json.dumps(record) + "\n")
             log.flush()
-            bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}", best=stopper.best_iteration)
+            bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}", score=f"{val_score:.3f}",
+                            best=stopper.best_iteration)
             if finished or time.monotonic() - last_save >= checkpoint_seconds:
                 snapshot(finished)
                 last_save = time.monotonic()
@@ -256,5 +306,6 @@ def train_segmentation(config: SegConfig, model: torch.nn.Module, batches: Mixed
     if best_state is not None:   # None only when no validation loss was ever finite
         model.load_state_dict(best_state)
     return {"iterations": iteration, "best_iteration": stopper.best_iteration,
-            "best_val_loss": stopper.best_loss, "wall_s": round(elapsed + time.monotonic() - started, 3),
+            "best_val_loss": _best(stopper, "val_loss"), "best_val_score": _best(stopper, "val_score"),
+            "wall_s": round(elapsed + time.monotonic() - started, 3),
             "stopped_early": iteration < total_iters}

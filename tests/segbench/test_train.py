@@ -15,7 +15,7 @@ from pairgen.shards import load_shards
 from segbench.mixing import MixedBatches, RealSource
 from segbench.presets import make_config
 from segbench.rundir import RunDir
-from segbench.train import EarlyStopping, segmentation_loss, train_segmentation, validation_loss
+from segbench.train import EarlyStopping, segmentation_loss, train_segmentation, validate, validation_loss
 from segbench.unet import build_unet
 from tests.fixtures import make_real_split
 
@@ -144,6 +144,79 @@ def test_restores_best_parameters_and_logs(splits, tmp_path: Path) -> None:
     again = validation_loss(model, RealSource(val, "cpu"), config.eval_batch, amp=False)
     assert again == pytest.approx(result["best_val_loss"], rel=1e-5)
     assert result["iterations"] == 20 and not result["stopped_early"]
+
+
+class FixedLogits(torch.nn.Module):
+    """Returns given logits (N×C×H×W) for the validation set, batch by batch, whatever the images."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("logits", logits.float())
+        self.seen = 0
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.logits[self.seen:self.seen + len(images)]
+        self.seen += len(images)
+        return out
+
+
+class ValStub:
+    """The slice of RealSource that validation reads: images uint8 N×1×H×W, masks uint8 N×H×W."""
+
+    def __init__(self, masks: list[list[list[int]]]) -> None:
+        self.masks = torch.tensor(masks, dtype=torch.uint8)
+        self.images = torch.zeros(len(masks), 1, *self.masks.shape[1:], dtype=torch.uint8)
+        self.device, self.shape = torch.device("cpu"), tuple(self.masks.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+
+def test_validation_score_by_hand() -> None:
+    # one foreground class: image 0 predicts 1 of its 2 foreground pixels (Dice 2·1 / (1 + 2) = 2/3), image 1 is
+    # empty in both (Dice 1): the score is the mean over images, 5/6
+    val = ValStub([[[1, 1], [0, 0]], [[0, 0], [0, 0]]])
+    logits = torch.tensor([[[[4.0, -4.0], [-4.0, -4.0]]], [[[-4.0, -4.0], [-4.0, -4.0]]]])
+    loss, score = validate(FixedLogits(logits), val, batch_size=1, amp=False)
+    assert score == pytest.approx(5 / 6)
+    assert loss == pytest.approx(float(segmentation_loss(logits, val.masks.long())), rel=1e-6)
+    # three classes, class 0 void: gt [[0, 1], [2, 2]], prediction [[1, 1], [2, 1]]
+    val = ValStub([[[0, 1], [2, 2]]])
+    logits = 5.0 * F.one_hot(torch.tensor([[[1, 1], [2, 1]]]), 3).permute(0, 3, 1, 2)
+    # void ignored: class 1 IoU 1/2 (one false positive from a class-2 pixel), class 2 IoU 1/2 → mIoU 1/2
+    assert validate(FixedLogits(logits), val, 4, False, ignore_void=True)[1] == pytest.approx(0.5)
+    # void counted: the void pixel predicted as 1 is one more false positive, class 1 IoU 1/3 → mIoU 5/12
+    assert validate(FixedLogits(logits), val, 4, False, ignore_void=False)[1] == pytest.approx(5 / 12)
+
+
+def test_select_by_score_keeps_the_best_scoring_parameters(splits, tmp_path: Path) -> None:
+    train, val = splits
+    config = tiny_config(max_iters=30, min_iters=30, lr=1e-3, select_by="score")
+    model, batches = start(config, train)
+    result = train_segmentation(config, model, batches, val, tmp_path, show_progress=False)
+    log = read_log(tmp_path)
+    best = max(log, key=lambda r: r["val_score"])   # the first maximum: only a strict improvement counts
+    assert all(0.0 <= r["val_score"] <= 1.0 for r in log) and len({r["val_score"] for r in log}) > 1
+    assert (result["best_iteration"], result["best_val_score"]) == (best["iteration"], best["val_score"])
+    assert result["best_val_loss"] == best["val_loss"] and log[-1]["best_val_loss"] == best["val_loss"]
+    loss, score = validate(model, RealSource(val, "cpu"), config.eval_batch, amp=False)
+    assert (loss, score) == (pytest.approx(best["val_loss"], rel=1e-5), pytest.approx(best["val_score"]))
+
+
+@pytest.mark.parametrize("select_by, best_iteration, stop", [("loss", 10, 20), ("score", 20, 30)])
+def test_select_by_picks_and_stops_by_its_criterion(splits, tmp_path: Path, monkeypatch, select_by, best_iteration,
+                                                    stop) -> None:
+    # scripted validation figures at iterations 5, 10, …: the loss is lowest at 10, the score highest at 20
+    figures = iter([(0.5, 0.1), (0.3, 0.2), (0.4, 0.3), (0.6, 0.9), (0.7, 0.5), (0.8, 0.4), (0.9, 0.3)])
+    monkeypatch.setattr("segbench.train.validate", lambda *args, **kwargs: next(figures))
+    train, val = splits
+    config = tiny_config(max_iters=35, min_iters=10, patience=10, select_by=select_by)
+    model, batches = start(config, train)
+    result = train_segmentation(config, model, batches, val, tmp_path, show_progress=False)
+    assert (result["best_iteration"], result["iterations"]) == (best_iteration, stop)
+    log = read_log(tmp_path)
+    assert [r["val_score"] for r in log] == [0.1, 0.2, 0.3, 0.9, 0.5, 0.4][:len(log)]
+    assert result["best_val_loss"] == log[best_iteration // 5 - 1]["val_loss"]
 
 
 def test_stops_patience_after_the_last_minimum(splits, tmp_path: Path) -> None:
