@@ -72,7 +72,8 @@ def train(
     preset: str = typer.Option("auto", "--preset", help="tiny | small | thesis (tables 4.1 / 4.3) | auto (thesis on CUDA, else small)."),
     iters: Optional[int] = typer.Option(None, "--iters", help="Generator iterations (preset default)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-    mask_encoding: Optional[str] = typer.Option(None, "--mask-encoding", help="scalar (thesis) | onehot"),
+    mask_encoding: Optional[str] = typer.Option(None, "--mask-encoding", help="scalar (thesis) | onehot | auto "
+                                                "(default: onehot with more than one foreground class, else scalar)."),
     critic_norm: Optional[str] = typer.Option(None, "--critic-norm", help="layer (default) | batch (tables) | none"),
     diffaug: Optional[str] = typer.Option(None, "--diffaug", help="Pair-consistent DiffAugment of every critic "
                                           "input: comma list of color, translation, cutout ('' = off, default)."),
