@@ -228,7 +228,7 @@ def verify(directory: Path = typer.Argument(..., help="Shard directory with a ma
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def score(ctx: typer.Context) -> None:
     """Pair quality → score.json: alignment, Fréchet distance, KID, precision/recall (`segbench score`; --help)."""
-    # The one place pairgen reaches into segbench: the CLI is the composition root (docs/ARCHITECTURE.md), so the
+    # pairgen reaches into segbench only here in the CLI, the composition root (docs/ARCHITECTURE.md), so the
     # command is segbench's own, options and all; pairgen's modules never import segbench.
     from segbench.cli import app as segbench_app
 
