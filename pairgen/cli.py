@@ -72,7 +72,8 @@ def train(
     preset: str = typer.Option("auto", "--preset", help="tiny | small | thesis (tables 4.1 / 4.3) | auto (thesis on CUDA, else small)."),
     iters: Optional[int] = typer.Option(None, "--iters", help="Generator iterations (preset default)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-    mask_encoding: Optional[str] = typer.Option(None, "--mask-encoding", help="scalar (thesis) | onehot"),
+    mask_encoding: Optional[str] = typer.Option(None, "--mask-encoding", help="scalar (thesis) | onehot | auto "
+                                                "(default: onehot with more than one foreground class, else scalar)."),
     critic_norm: Optional[str] = typer.Option(None, "--critic-norm", help="layer (default) | batch (tables) | none"),
     diffaug: Optional[str] = typer.Option(None, "--diffaug", help="Pair-consistent DiffAugment of every critic "
                                           "input: comma list of color, translation, cutout ('' = off, default)."),
@@ -168,14 +169,23 @@ def export(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export in --out."),
     writers: Optional[int] = typer.Option(None, "--writers", help="Shard compression threads per process "
                                           "(default: free cores, at most 8); the files do not depend on it."),
+    judge: Optional[Path] = typer.Option(None, "--judge", help="Then score the export with this real-only "
+                                         "segbench run, as `pairgen score EXPORT --judge RUN --write-quality`: "
+                                         "per-pair quality into the shards, score.json beside them."),
+    quality: bool = typer.Option(False, "--quality", help="Score it so with the fold's newest real-only run "
+                                 "(trained on demand when there is none; implied by --judge)."),
+    judge_preset: str = typer.Option("auto", "--judge-preset", help="Preset of a judge trained on demand."),
+    judge_iters: Optional[int] = typer.Option(None, "--judge-iters", help="Cap a judge trained on demand."),
     dry_run: bool = DryRunOpt,
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
-    """Sample N pairs from a trained generator into synthetic shards + manifest.json."""
+    """Sample N pairs from a trained generator into synthetic shards + manifest.json (then score them: --judge)."""
     from pairgen.core import distributed
     from pairgen.export import export_config, run_export
     from pairgen.core.workspace import workspace_root
 
+    if judge is not None and not judge.is_dir():   # before the export, not after it
+        raise UserError(f"--judge {judge}: no such segbench run directory")
     ws = workspace_root(workspace)
     config = export_config(ws, checkpoint, dataset, out, n=n, seed=seed, block_size=block_size,
                            samples_per_shard=samples_per_shard, device=device, resume=resume, overwrite=overwrite,
@@ -187,6 +197,18 @@ def export(
     if distributed.is_rank0():
         console.print(f"[green]✓[/] {n} synthetic pairs in {result}")
     distributed.cleanup()
+    if (quality or judge is not None) and distributed.is_rank0():
+        _score_export(result, ws, judge, judge_preset, judge_iters, device)
+
+
+def _score_export(export: Path, ws: Path, judge: Optional[Path], judge_preset: str, judge_iters: Optional[int],
+                  device: str) -> None:
+    """`pairgen score EXPORT --write-quality` on a finished export: segbench's scorer, called once (this CLI is
+    the composition root). The export is complete before it starts; if scoring fails, `pairgen score` redoes it."""
+    from segbench.judge import print_score, score
+
+    print_score(score(export, ws, judge=judge, judge_preset=judge_preset, judge_iters=judge_iters, device=device,
+                      write_quality=True))   # the table on stdout, as `pairgen score` prints it
 
 
 @app.command()
@@ -206,7 +228,7 @@ def verify(directory: Path = typer.Argument(..., help="Shard directory with a ma
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def score(ctx: typer.Context) -> None:
     """Pair quality → score.json: alignment, Fréchet distance, KID, precision/recall (`segbench score`; --help)."""
-    # The one place pairgen reaches into segbench: the CLI is the composition root (docs/ARCHITECTURE.md), so the
+    # pairgen reaches into segbench only here in the CLI, the composition root (docs/ARCHITECTURE.md), so the
     # command is segbench's own, options and all; pairgen's modules never import segbench.
     from segbench.cli import app as segbench_app
 

@@ -7,6 +7,10 @@ The generator ends in tanh, so every mask channel lives in [-1, 1]:
 * 'onehot': one channel per class, +1 for the pixel's class and -1 elsewhere; decoding takes the argmax.
   Needed for many-class data (Cityscapes' 8 classes), where a single scalar channel would make neighbouring
   class ids look "close" to the critic.
+
+Unless a run asks for one, it gets `default_encoding` of its class names: one-hot with more than one foreground
+class (measured on CamVid, docs/DECISIONS.md), scalar for a binary mask (the thesis'; two one-hot channels
+would carry the same information).
 """
 
 from __future__ import annotations
@@ -15,6 +19,11 @@ import numpy as np
 import torch
 
 ENCODINGS = ("scalar", "onehot")
+
+
+def default_encoding(n_classes: int) -> str:
+    """The encoding a run with `n_classes` classes (background included) gets unless it asks for one."""
+    return "onehot" if n_classes > 2 else "scalar"
 
 
 def _check(n_classes: int, encoding: str) -> None:

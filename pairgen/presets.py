@@ -9,6 +9,7 @@ Presets:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -18,6 +19,7 @@ from pairgen.core.errors import UserError
 
 PRESETS = ("tiny", "small", "thesis")
 MASK_ENCODINGS = ("scalar", "onehot")
+AUTO_ENCODING = "auto"   # not yet resolved: resolve_mask_encoding picks one by the class names
 CRITIC_NORMS = ("layer", "batch", "none")
 
 # datasets that are road scenes (wide images, RGB) share the Cityscapes-shaped presets
@@ -47,7 +49,9 @@ class GANConfig(FrozenConfig):
     width: int = 32                      # training resolution (cols)
     image_channels: int = 1              # filled from the adapter
     class_names: tuple[str, ...] = ()    # filled from the adapter; index 0 = background/void
-    mask_encoding: str = "scalar"        # 'scalar' (thesis: one tanh channel) | 'onehot' (one channel per class)
+    mask_encoding: str = AUTO_ENCODING   # 'scalar' (thesis: one tanh channel) | 'onehot' (one channel per class) |
+                                         # 'auto': resolved once with the class names (resolve_mask_encoding), so
+                                         # a saved config.json always holds 'scalar' or 'onehot'
     z_dim: int = 128
     g_channels: tuple[int, ...] = (128, 64, 32)   # FC projection channels, then the inputs of each ×2 stage;
                                                   # len = number of stages; the last stage outputs image+mask
@@ -86,6 +90,8 @@ class GANConfig(FrozenConfig):
 
     @property
     def mask_channels(self) -> int:
+        if self.mask_encoding not in MASK_ENCODINGS:   # a bug: networks are built from resolved configs only
+            raise ValueError(f"mask_encoding {self.mask_encoding!r} is not resolved (resolve_mask_encoding)")
         return 1 if self.mask_encoding == "scalar" else self.n_classes
 
     @property
@@ -133,17 +139,29 @@ def make_config(dataset: str, preset: str = "tiny", **overrides: Any) -> GANConf
     preset = resolve_preset(preset)
     values: dict[str, Any] = {"dataset": dataset, "preset": preset, **preset_values(dataset, preset)}
     values.update({k: v for k, v in overrides.items() if v is not None})
-    config = GANConfig.from_json(values)
+    config = resolve_mask_encoding(GANConfig.from_json(values))
     validate(config)
     return config
+
+
+def resolve_mask_encoding(config: GANConfig) -> GANConfig:
+    """`config` with mask_encoding 'auto' replaced by the default for its class names (pairgen.encoding.
+    default_encoding); unchanged when the encoding is already chosen or the class names are not filled in yet.
+    Resolved once, when a run's config is made: a saved config is read back as it is, never re-resolved."""
+    from pairgen.encoding import default_encoding   # lazy: keeps `import pairgen.presets` free of torch
+
+    if config.mask_encoding != AUTO_ENCODING or not config.class_names:
+        return config
+    return dataclasses.replace(config, mask_encoding=default_encoding(config.n_classes))
 
 
 def validate(config: GANConfig) -> None:
     from pairgen.diffaug import parse_policy   # lazy: keeps `import pairgen.presets` free of torch
 
     stages = len(config.g_channels)  # FC projection, then one ×2 stage per entry (the last maps to the output)
-    if config.mask_encoding not in MASK_ENCODINGS:
-        raise UserError(f"--mask-encoding must be one of {', '.join(MASK_ENCODINGS)}, not {config.mask_encoding!r}")
+    if config.mask_encoding not in (*MASK_ENCODINGS, AUTO_ENCODING):
+        raise UserError(f"--mask-encoding must be one of {', '.join(MASK_ENCODINGS)}, {AUTO_ENCODING}, "
+                        f"not {config.mask_encoding!r}")
     if config.critic_norm not in CRITIC_NORMS:
         raise UserError(f"--critic-norm must be one of {', '.join(CRITIC_NORMS)}, not {config.critic_norm!r}")
     for side, name in ((config.height, "height"), (config.width, "width")):

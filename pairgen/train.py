@@ -51,7 +51,7 @@ from pairgen.core.errors import UserError, writing
 from pairgen.core.interrupt import Interrupted, StopRequest
 from pairgen.networks import build_critic, build_generator
 from pairgen.pairdata import EpochSampler, PairData
-from pairgen.presets import GANConfig, validate
+from pairgen.presets import GANConfig, resolve_mask_encoding, validate
 from pairgen.sheets import sample_sheet
 from pairgen.step import GanIteration, StepOutcome, make_critic_backward
 
@@ -358,13 +358,15 @@ def train(config: GANConfig, run_dir: Path, real_dir: Path, resume: bool = False
 
 def resolve_training(config: GANConfig, resume_run: Path | None = None) -> GANConfig:
     """The config `pairgen train` runs: with `resume_run`, that run's own config.json (`config` is ignored);
-    otherwise `config` with the dataset's image channels and class names filled in, validated. Reads no images."""
+    otherwise `config` with the dataset's image channels and class names filled in and mask_encoding 'auto'
+    resolved by them (pairgen.presets.resolve_mask_encoding), validated. Reads no images."""
     from pairgen.prepare import dataset_info  # lazy: adapters are not needed to train
 
     if resume_run is not None:
         return GANConfig.load(Path(resume_run) / "config.json")
     channels, class_names = dataset_info(config.dataset, config.root, config.structures)
     config = dataclasses.replace(config, image_channels=int(channels), class_names=tuple(class_names))
+    config = resolve_mask_encoding(config)
     validate(config)
     return config
 

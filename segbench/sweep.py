@@ -184,9 +184,9 @@ def ensure_generator(m: Manifest, fold: int, preset: str, ws: Path) -> Path:
     """The final checkpoint of a fully trained GAN for this fold: reuses, resumes or trains one."""
     from pairgen.core import workspace as layout
     from pairgen.checkpoint import checkpoint_path
-    from pairgen.train import launch
+    from pairgen.train import launch, resolve_training
 
-    config = _gan_config(m, fold, preset)
+    config = resolve_training(_gan_config(m, fold, preset))   # as a run's config.json holds it: mask_encoding resolved
     same = [r for r in layout.gan_runs(ws, m.dataset, m.fold_id(fold)) if _same_gan(r, config)]
     done = [r for r in same if checkpoint_path(r, config.iters).is_file()]
     run = done[-1] if done else launch(config, ws, same[-1] if same else None)

@@ -49,6 +49,7 @@ def bench_config(dataset: str, preset: str, device: torch.device, **overrides) -
     """The preset's GANConfig for a benchmark (classes and channels as the real dataset has them)."""
     names = CLASS_NAMES.get(dataset, ("background", "foreground"))
     channels = 3 if dataset in ("cityscapes", "camvid") else 1
+    overrides = {"mask_encoding": "scalar", **overrides}   # the thesis' workload: one scalar tanh mask channel
     return make_config(dataset, preset, class_names=names, image_channels=channels, device=str(device), **overrides)
 
 

@@ -180,3 +180,30 @@ def test_pairgen_train_score_every_on_shapes(cli, tmp_path: Path) -> None:
                        "--device", "cpu", "--workspace", str(ws), "--out", str(tmp_path / "export"))
     assert code == 0, err
     assert shards.read_manifest(tmp_path / "export").n == 8
+
+
+def test_export_with_judge_writes_what_score_write_quality_writes(workspace: Path, gan_score: dict, cli) -> None:
+    """`pairgen export --judge RUN` = `pairgen export` then `pairgen score EXPORT --judge RUN --write-quality`."""
+    judge = gan_score["judge"]
+    common = ("--checkpoint", str(workspace / DATASET / "fold1" / "gan" / "00000-tiny"), "--n", "10",
+              "--samples-per-shard", "4", "--block-size", "8", "--device", "cpu", "--workspace", str(workspace))
+    code, out, err = cli("pairgen", "export", *common, "--out", str(workspace / "scored"), "--judge", judge)
+    assert code == 0, err
+    assert "alignment dice mean" in out
+    code, _, err = cli("pairgen", "export", *common, "--out", str(workspace / "plain"))
+    assert code == 0, err
+    assert shards.load_shards(workspace / "plain").quality is None and not (workspace / "plain" / "score.json").exists()
+    code, _, err = cli("pairgen", "score", str(workspace / "plain"), "--judge", judge, "--write-quality",
+                       "--device", "cpu", "--workspace", str(workspace))
+    assert code == 0, err
+    scored, plain = shards.load_shards(workspace / "scored"), shards.load_shards(workspace / "plain")
+    assert np.array_equal(scored.images, plain.images)                # the same pairs (same checkpoint, seed)
+    assert scored.quality.shape == (10,) and np.array_equal(scored.quality, plain.quality)
+    assert shards.verify_directory(workspace / "scored") == []         # three shards rewritten, manifest updated
+    reports = [json.loads((workspace / name / "score.json").read_text()) for name in ("scored", "plain")]
+    same = [{k: v for k, v in r.items() if k not in ("target", "export", "wall_s")} for r in reports]
+    assert same[0] == same[1] and reports[0]["judge"] == judge and reports[0]["n_synthetic"] == 10
+    # a judge that is not there is refused before anything is exported
+    code, _, err = cli("pairgen", "export", *common, "--out", str(workspace / "none"), "--judge",
+                       str(workspace / "nowhere"))
+    assert code == 2 and "--judge" in err and not (workspace / "none").exists()

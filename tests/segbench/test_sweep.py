@@ -193,3 +193,39 @@ def test_parallel_jobs(tmp_path, no_prepare):
 def test_slug():
     assert slug("16-0-shift=0.5,elastic=10") == "16-0-shift0.5_elastic10"
     assert slug("8-8-NoAug") == "8-8-NoAug"
+
+
+
+def test_thesis_manifests_pin_scalar_masks_and_reuse_their_scalar_gan(tmp_path):
+    """One-hot is the default for CamVid's 8 classes; table 5.4 pins the thesis' scalar channel, so the sweep
+    resolves it to scalar and reuses a scalar GAN, which the same manifest without the pin (one-hot) does not."""
+    from pairgen.train import resolve_training
+    from segbench.sweep import _gan_config, _same_gan
+
+    def resolved(m):
+        return resolve_training(_gan_config(m, 1, m.preset))   # what ensure_generator compares and trains
+
+    for name in ("table5_4-camvid", "table5_4-cityscapes", "cpu/table5_4-camvid", "cpu/synth-help-camvid-gan-thesis"):
+        assert resolved(load_manifest(EXPERIMENTS / f"{name}.toml")).mask_encoding == "scalar", name
+    assert resolved(load_manifest(EXPERIMENTS / "cpu" / "synth-help-camvid-gan-onehot.toml")).mask_encoding == "onehot"
+    text = (EXPERIMENTS / "cpu" / "table5_4-camvid.toml").read_text()
+    pin = next(line for line in text.splitlines() if line.startswith("mask_encoding"))
+    assert pin.startswith('mask_encoding = "scalar"   # the thesis')
+    pinned = load_manifest(EXPERIMENTS / "cpu" / "table5_4-camvid.toml")
+    (tmp_path / "unpinned.toml").write_text(text.replace(pin + "\n", ""))
+    unpinned = load_manifest(tmp_path / "unpinned.toml")
+    assert "mask_encoding" not in unpinned.gan and resolved(unpinned).mask_encoding == "onehot"
+    # a trained scalar GAN (that manifest's, from before) and a one-hot one: each manifest reuses its own
+    from pairgen.checkpoint import checkpoint_path
+    from segbench.sweep import ensure_generator
+
+    ws, found = tmp_path / "ws", {}
+    for number, m in enumerate((pinned, unpinned)):
+        run = ws / "camvid" / "fold1" / "gan" / f"{number:05d}-small"
+        found[resolved(m).mask_encoding] = checkpoint_path(run, resolved(m).iters)
+        found[resolved(m).mask_encoding].parent.mkdir(parents=True)
+        found[resolved(m).mask_encoding].touch()   # ensure_generator only asks whether the final one exists
+        resolved(m).save(run / "config.json")
+    assert _same_gan(run, resolved(unpinned)) and not _same_gan(run, resolved(pinned))
+    assert ensure_generator(pinned, 1, pinned.preset, ws) == found["scalar"].resolve()
+    assert ensure_generator(unpinned, 1, unpinned.preset, ws) == found["onehot"].resolve()
