@@ -214,7 +214,8 @@ def _score_export(export: Path, ws: Path, judge: Optional[Path], judge_preset: s
 @app.command()
 def verify(directory: Path = typer.Argument(..., help="Shard directory with a manifest.json.")) -> None:
     """Check a shard directory against its manifest and the schema; report every problem."""
-    from pairgen.shards import read_manifest, verify_directory
+    from pairgen.shards import read_manifest
+    from pairgen.verify import verify_directory
 
     problems = verify_directory(directory)
     for problem in problems:

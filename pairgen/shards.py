@@ -33,9 +33,6 @@ import hashlib
 import io
 import json
 import os
-import select
-import signal
-import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +44,8 @@ import numpy as np
 from pairgen import shardfilters
 from pairgen.core.errors import UserError
 from pairgen.core.files import atomic_write_bytes, atomic_write_json, sha256_file
-from pairgen.core.limits import MAX_SIDE
+from pairgen.shardcheck import (declared_bytes, full_shapes_problem, layout_problems, same_shapes_problem,
+                                value_problems)
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)   # 2 added the optional `quality` dataset; version 1 shards read unchanged
@@ -347,78 +345,10 @@ class ShardSet:
         return list(self.attrs["class_names"])
 
 
-def _check_same_shapes(path: Path, h5: h5py.File, reference: dict[str, tuple]) -> str | None:
-    """Per-sample shapes must agree across the shards of a directory (first shard sets the reference)."""
-    for name in ("images", "masks", "masks_raw", "latents"):
-        if name in h5:
-            shape = tuple(h5[name].shape[1:])
-            if reference.setdefault(name, shape) != shape:
-                return f"{name} per-sample shape {shape} differs from the other shards' {reference[name]}"
-    return None
-
-
 def attr_problems(attrs: dict[str, Any], reference: dict[str, Any], source: str) -> list[str]:
     """Every AGREED_ATTRS value of a shard's `attrs` that differs from `reference` (named `source` in the text)."""
     return [f"attribute {key}={attrs.get(key)!r}, {source} says {reference[key]!r}"
             for key in AGREED_ATTRS if key in reference and attrs.get(key) != reference[key]]
-
-
-def _layout_problems(h5: h5py.File, attrs: dict[str, Any]) -> list[str]:
-    """The images' shape against the shard's height/width/channels attributes and MAX_SIDE (metadata only)."""
-    if "images" not in h5:
-        return []
-    shape = tuple(int(v) for v in h5["images"].shape[1:])
-    declared = tuple(attrs.get(k) for k in ("height", "width", "channels"))
-    problems = []
-    if h5["images"].shape[0] and None not in declared and declared != shape:
-        problems.append(f"images are {'×'.join(map(str, shape))} but the attributes say "
-                        f"{'×'.join(map(str, declared))} (H×W×C)")
-    if max(shape[:2], default=0) > MAX_SIDE or (len(shape) > 2 and shape[2] not in (1, 3)):
-        problems.append(f"images declared {'×'.join(map(str, shape))} (H×W×C): beyond {MAX_SIDE} pixels a side "
-                        "or not 1 or 3 channels")
-    return problems
-
-
-def _full_shapes_problem(shapes: np.ndarray) -> str | None:
-    if len(shapes) and (shapes.min() < 1 or shapes.max() > MAX_SIDE):
-        return f"full_shapes holds sizes outside 1..{MAX_SIDE}"
-    return None
-
-
-def _declared_bytes(h5: h5py.File, with_raw: bool) -> int:
-    """Bytes that reading the shard would allocate, from the datasets' declared shapes (nothing read but
-    full_shapes, N×2)."""
-    total = 0
-    for name in h5:
-        if name in ("masks_raw", "latents") and not with_raw:
-            continue
-        ds = h5[name]
-        if name == "full_masks":
-            total += int(np.prod(h5["full_shapes"][:].astype(np.int64), axis=1).sum()) if "full_shapes" in h5 else 0
-        else:
-            # strings (case_id) become Python objects: count ~64 bytes each
-            total += int(np.prod(ds.shape, dtype=np.int64)) * (64 if ds.dtype.kind in "OSUV" else ds.dtype.itemsize)
-    return total
-
-
-def value_problems(n_classes: int, masks: np.ndarray, full_masks: list[np.ndarray] | None = None,
-                   spacing_mm: np.ndarray | None = None) -> list[str]:
-    """The value ranges training and evaluation rely on: mask and full-mask ids < n_classes; spacing rows all
-    finite and > 0, or all unknown (NaN) for every sample (a mix would turn mm distances into pixels midway)."""
-    problems = []
-    if masks.size and (top := int(masks.max())) >= n_classes:
-        problems.append(f"mask value {top} but only {n_classes} classes (0..{n_classes - 1})")
-    if full_masks and (top := max(int(m.max(initial=0)) for m in full_masks)) >= n_classes:
-        problems.append(f"full-resolution mask value {top} but only {n_classes} classes (0..{n_classes - 1})")
-    if spacing_mm is not None and len(spacing_mm):
-        spacing = np.asarray(spacing_mm, np.float64)
-        unknown = np.isnan(spacing).all(axis=1)
-        good = np.isfinite(spacing).all(axis=1) & (spacing > 0).all(axis=1)
-        if not (good | unknown).all() or (unknown.any() and not unknown.all()):
-            bad = int(np.flatnonzero(~good)[0])
-            problems.append(f"spacing_mm of sample {bad} is {spacing[bad].tolist()}: expected finite values > 0 "
-                            "(or unknown for every sample)")
-    return problems
 
 
 def load_shards(directory: Path, verify_checksums: bool = True, with_raw: bool = False,
@@ -455,14 +385,14 @@ def load_shards(directory: Path, verify_checksums: bool = True, with_raw: bool =
             try:
                 attrs = read_attrs(h5)
                 n = h5["sample_index"].shape[0]
-                problems = attr_problems(attrs, manifest.attrs, "the manifest") + _layout_problems(h5, attrs)
-                if (mismatch := _check_same_shapes(path, h5, reference)) is not None:
+                problems = attr_problems(attrs, manifest.attrs, "the manifest") + layout_problems(h5, attrs)
+                if (mismatch := same_shapes_problem(h5, reference)) is not None:
                     problems.append(mismatch)
                 if n != info.n:
                     problems.append(f"holds {n} samples, manifest says {info.n}")
-                if not problems and "full_shapes" in h5 and (bad := _full_shapes_problem(h5["full_shapes"][:])):
+                if not problems and "full_shapes" in h5 and (bad := full_shapes_problem(h5["full_shapes"][:])):
                     problems.append(bad)
-                total += _declared_bytes(h5, with_raw) if not problems else 0
+                total += declared_bytes(h5, with_raw) if not problems else 0
             except Exception as exc:  # damaged HDF5 structures raise RuntimeError, OSError, KeyError, ValueError…
                 raise UserError(f"{path}: unreadable data ({exc.__class__.__name__}: {str(exc)[:100]})") from None
         if problems:
@@ -474,7 +404,7 @@ def load_shards(directory: Path, verify_checksums: bool = True, with_raw: bool =
     for path in paths:
         with open_shard(path) as h5:
             try:
-                _read_into(h5, parts, with_raw)
+                read_datasets(h5, parts, with_raw)
             except Exception as exc:  # damaged HDF5 structures raise RuntimeError, OSError, KeyError, ValueError…
                 raise UserError(f"{path}: unreadable data ({exc.__class__.__name__}: {str(exc)[:100]})") from None
     arrays = {k: (v if k in ("full_masks", "case_id") else np.concatenate(v)) for k, v in parts.items()}
@@ -490,7 +420,9 @@ def load_shards(directory: Path, verify_checksums: bool = True, with_raw: bool =
 _FIELDS = {f.name for f in dataclasses.fields(ShardSet)}
 
 
-def _read_into(h5: h5py.File, parts: dict[str, list], with_raw: bool) -> None:
+def read_datasets(h5: h5py.File, parts: dict[str, list], with_raw: bool) -> None:
+    """Append one open shard's ShardSet fields to `parts` (name → list of arrays; full_masks and case_id as one
+    item per sample, full masks reshaped to full_shapes); masks_raw and latents only `with_raw`."""
     for name in h5:
         if (name in ("masks_raw", "latents") and not with_raw) or (name not in _FIELDS and name != "full_shapes"):
             continue   # optional datasets this reader does not use are skipped, not refused
@@ -502,133 +434,6 @@ def _read_into(h5: h5py.File, parts: dict[str, list], with_raw: bool) -> None:
             parts.setdefault(name, []).extend(v.decode() if isinstance(v, bytes) else str(v) for v in h5[name][:])
         elif name != "full_shapes":
             parts.setdefault(name, []).append(h5[name][:])
-
-
-def verify_directory(directory: Path) -> list[str]:
-    """Every problem of a shard directory against its manifest and the schema (empty list = valid)."""
-    directory = Path(directory)
-    try:
-        manifest = read_manifest(directory)
-    except UserError as exc:
-        return [str(exc)]
-    problems: list[str] = []
-    seen: dict[int, str] = {}
-    reference: dict[str, tuple] = {}
-    listed = {s.file for s in manifest.shards}
-    for stray in sorted(p.name for p in directory.glob("shard-*.h5")):
-        if stray not in listed:
-            problems.append(f"{directory / stray}: not listed in the manifest")
-    for info in manifest.shards:
-        try:
-            path = shard_path(directory, info.file)
-        except UserError as exc:
-            problems.append(str(exc))
-            continue
-        if not path.is_file():
-            problems.append(f"{path}: listed in the manifest but missing")
-            continue
-        trusted = sha256_file(path) == info.sha256
-        if not trusted:
-            problems.append(f"{path}: sha256 does not match the manifest")
-        check = _shard_problems_guarded if trusted else _shard_problems_isolated
-        problems.extend(f"{path}: {p}" for p in check(path, info, manifest, seen, reference))
-    expected = manifest.attrs.get("n_expected")
-    if expected is not None and (len(seen) != expected or (seen and (min(seen), max(seen)) != (0, expected - 1))):
-        missing = int(expected) - len(seen)
-        problems.append(f"{directory}: sample indices are not exactly 0…{int(expected) - 1} ({missing} missing)")
-    return problems
-
-
-# how long libhdf5 may take to inspect a shard that failed its checksum (it can loop forever on some damage)
-UNTRUSTED_PARSE_TIMEOUT_S = 120.0
-
-
-def _shard_problems_guarded(path: Path, info: ShardInfo, manifest: Manifest, seen: dict[int, str],
-                            reference: dict[str, tuple]) -> list[str]:
-    try:
-        return _shard_problems(path, info, manifest, seen, reference)
-    except Exception as exc:  # any damage h5py trips over is a finding to report, never a crash
-        return [f"unreadable ({exc.__class__.__name__}: {str(exc)[:100]})"]
-
-
-def _shard_problems_isolated(path: Path, info: ShardInfo, manifest: Manifest, seen: dict[int, str],
-                             reference: dict[str, tuple]) -> list[str]:
-    """_shard_problems for a file whose checksum failed, parsed in a forked child: libhdf5 can spin forever or
-    crash on damaged bytes (found by fuzzing), and verify must report that, not hang or die with it."""
-    if not hasattr(os, "fork"):
-        return _shard_problems_guarded(path, info, manifest, seen, reference)
-    read_end, write_end = os.pipe()
-    pid = os.fork()   # plain fork, not multiprocessing: it also works inside daemonic worker processes
-    if pid == 0:
-        try:
-            os.close(read_end)
-            problems = _shard_problems_guarded(path, info, manifest, seen, reference)
-            payload = json.dumps([problems, seen, {k: list(v) for k, v in reference.items()}]).encode()
-            with os.fdopen(write_end, "wb") as out:
-                out.write(payload)
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    chunks, deadline = [], time.monotonic() + UNTRUSTED_PARSE_TIMEOUT_S
-    try:
-        while (left := deadline - time.monotonic()) > 0 and select.select([read_end], [], [], left)[0]:
-            if not (chunk := os.read(read_end, 1 << 16)):
-                break
-            chunks.append(chunk)
-        else:
-            os.kill(pid, signal.SIGKILL)    # still parsing at the deadline
-            chunks = []
-    finally:
-        os.close(read_end)
-        os.waitpid(pid, 0)
-    try:
-        problems, seen_after, reference_after = json.loads(b"".join(chunks))
-    except ValueError:   # nothing came back: the child crashed (e.g. a segfault in libhdf5) or was killed
-        return [f"unreadable (the HDF5 library crashed or did not finish within {UNTRUSTED_PARSE_TIMEOUT_S:.0f} s)"]
-    seen.update((int(k), v) for k, v in seen_after.items())
-    reference.update((k, tuple(v)) for k, v in reference_after.items())
-    return problems
-
-
-def _shard_problems(path: Path, info: ShardInfo, manifest: Manifest, seen: dict[int, str],
-                    reference: dict[str, tuple]) -> list[str]:
-    try:
-        h5 = h5py.File(path, "r")
-    except (OSError, ValueError) as exc:
-        return [f"not readable as HDF5 ({exc.__class__.__name__})"]
-    with h5:
-        problems = schema_problems(h5)
-        if "sample_index" not in h5:
-            return problems
-        if (mismatch := _check_same_shapes(path, h5, reference)) is not None:
-            problems.append(mismatch)
-        index = h5["sample_index"][:]
-        if len(index) != info.n:
-            problems.append(f"holds {len(index)} samples, manifest says {info.n}")
-        if len(index) and (int(index.min()), int(index.max())) != (info.first_index, info.last_index):
-            problems.append(f"sample_index spans {int(index.min())}…{int(index.max())}, manifest says "
-                            f"{info.first_index}…{info.last_index}")
-        attrs = read_attrs(h5)
-        problems += attr_problems(attrs, manifest.attrs, "manifest") + _layout_problems(h5, attrs)
-        for value in index.tolist():
-            if value in seen:
-                problems.append(f"sample_index {value} also in {seen[value]}")
-            seen[value] = info.file
-        if "full_shapes" in h5 and (bad := _full_shapes_problem(h5["full_shapes"][:])):
-            return problems + [bad]
-        if problems or "masks" not in h5 or not isinstance(attrs.get("class_names"), list):
-            return problems
-        from pairgen.core.limits import require_memory
-
-        try:   # the same value checks as load_shards, shard by shard
-            require_memory(2 * _declared_bytes(h5, with_raw=False), "its arrays")
-        except UserError as exc:
-            return problems + [str(exc)]
-        arrays: dict[str, list] = {}
-        _read_into(h5, arrays, with_raw=False)
-        problems += value_problems(len(attrs["class_names"]), arrays["masks"][0], arrays.get("full_masks"),
-                                   arrays["spacing_mm"][0] if "spacing_mm" in arrays else None)
-    return problems
 
 
 def add_quality(directory: Path, quality: np.ndarray) -> Manifest:

@@ -10,6 +10,7 @@ import pytest
 from pairgen import shards
 from pairgen.core import files
 from pairgen.core.errors import UserError
+from pairgen.verify import verify_directory
 from tests.fixtures import make_real_split
 
 
@@ -23,7 +24,7 @@ def test_round_trip_real_test_split(tmp_path: Path) -> None:
     assert loaded.full_masks[2].shape == (48, 72)
     np.testing.assert_array_equal(loaded.full_masks[2][::3, ::3], loaded.masks[2])
     assert loaded.class_names == ["background", "left lung"]
-    assert shards.verify_directory(directory) == []
+    assert verify_directory(directory) == []
     # readable with plain h5py, attributes as documented
     with h5py.File(directory / "shard-00000.h5") as h5:
         assert h5.attrs["kind"] == "real" and h5.attrs["schema_version"] == shards.SCHEMA_VERSION
@@ -38,7 +39,7 @@ def test_corrupt_shard_is_refused_with_file_name(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(UserError, match="shard-00000.h5.*sha256"):
         shards.load_shards(directory)
-    assert any("sha256" in p for p in shards.verify_directory(directory))
+    assert any("sha256" in p for p in verify_directory(directory))
 
 
 def test_truncated_shard_gives_one_line_error(tmp_path: Path) -> None:

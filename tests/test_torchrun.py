@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from pairgen.checkpoint import load_checkpoint
-from pairgen.shards import verify_directory
+from pairgen.verify import verify_directory
 
 
 def torchrun(*args: str, workspace: Path) -> subprocess.CompletedProcess:

@@ -21,6 +21,7 @@ from pairgen import shards
 from pairgen.core.errors import UserError
 from pairgen.export import default_export_dir, default_writers, export, resolve_checkpoint
 from pairgen.sampling import Z_CHUNK, latents
+from pairgen.verify import verify_directory
 from tests.fixtures import make_checkpoint, tiny_gan_config
 from tests.reliability import faults
 
@@ -35,7 +36,7 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def load(directory: Path) -> shards.ShardSet:
-    assert shards.verify_directory(directory) == []
+    assert verify_directory(directory) == []
     return shards.load_shards(directory, with_raw=True)
 
 
@@ -131,7 +132,7 @@ def test_output_does_not_depend_on_the_number_of_writers(tiny_ckpt: Path, tmp_pa
     for writers in (1, 2, 3):
         out = export(tiny_ckpt, tmp_path / f"w{writers}", 44, seed=4, samples_per_shard=8, block_size=8,
                      show_progress=False, writers=writers)
-        assert shards.verify_directory(out) == []
+        assert verify_directory(out) == []
         checksums.append([(s.file, s.sha256) for s in shards.read_manifest(out).shards])
     assert len(checksums[0]) == 6 and checksums[0] == checksums[1] == checksums[2]
     code, err = faults.cli(monkeypatch, capsys, "pairgen", "export", "--checkpoint", str(tiny_ckpt), "--out",
@@ -245,7 +246,7 @@ def test_sigkill_then_resume(tiny_ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "e"
     kill_after_first_shard(tiny_ckpt, out)
     assert not (out / "manifest.json").exists()
-    assert shards.verify_directory(out)  # incomplete: reported, not silently accepted
+    assert verify_directory(out)  # incomplete: reported, not silently accepted
     written = {p.name: p.read_bytes() for p in out.glob("shard-*.h5")}
     assert 1 <= len(written) < 8
     export(tiny_ckpt, out, 64, samples_per_shard=8, block_size=8, resume=True, show_progress=False)

@@ -11,6 +11,7 @@ import pytest
 from pairgen import shards
 from pairgen.core.errors import UserError
 from pairgen.prepare import dataset_info, prepare, resize_image, resize_mask
+from pairgen.verify import verify_directory
 from pairgen.core.workspace import real_dir
 
 try:
@@ -52,7 +53,7 @@ def test_prepare_shapes_writes_three_valid_splits_and_is_idempotent(tmp_path: Pa
     assert out == real_dir(tmp_path, "shapes", "fold1", 32, 32)
     sizes = {}
     for split in ("train", "val", "test"):
-        assert shards.verify_directory(out / split) == []
+        assert verify_directory(out / split) == []
         data = shards.load_shards(out / split)
         sizes[split] = len(data)
         assert data.images.shape == (len(data), 32, 32, 1) and data.images.dtype == np.uint8

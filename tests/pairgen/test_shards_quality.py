@@ -10,6 +10,7 @@ import pytest
 
 from pairgen import shards
 from pairgen.core.errors import UserError
+from pairgen.verify import verify_directory
 from tests.segbench.test_run import make_synthetic_export
 
 
@@ -20,7 +21,7 @@ def test_version_1_shards_still_read_and_verify(tmp_path: Path, monkeypatch: pyt
     with h5py.File(old / "shard-00000.h5") as h5:
         assert h5.attrs["schema_version"] == 1 and "quality" not in h5
     assert shards.read_manifest(old).attrs["schema_version"] == 1
-    assert shards.verify_directory(old) == []
+    assert verify_directory(old) == []
     loaded = shards.load_shards(old)
     assert len(loaded) == 6 and loaded.quality is None
 
@@ -30,7 +31,7 @@ def test_add_quality_round_trip(tmp_path: Path) -> None:
     before = shards.load_shards(directory, with_raw=True)
     scores = np.array([0.1, 0.9, 0.5, 1.0, 0.0, 0.75])
     shards.add_quality(directory, scores)
-    assert shards.verify_directory(directory) == []
+    assert verify_directory(directory) == []
     after = shards.load_shards(directory, with_raw=True)   # checksums of the rewritten shards match
     np.testing.assert_array_equal(after.quality, scores.astype(np.float32))
     np.testing.assert_array_equal(after.images, before.images)
@@ -49,4 +50,4 @@ def test_unknown_schema_version_refused(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.undo()
     with pytest.raises(UserError, match="schema_version 3"):
         shards.load_shards(directory)
-    assert any("schema_version 3" in p for p in shards.verify_directory(directory))
+    assert any("schema_version 3" in p for p in verify_directory(directory))

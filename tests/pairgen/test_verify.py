@@ -1,4 +1,4 @@
-"""`pairgen verify` (shards.verify_directory) on a synthetic export broken in many ways at once."""
+"""`pairgen verify` (pairgen.verify.verify_directory) on a synthetic export broken in many ways at once."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pairgen.core.errors import UserError
 from pairgen.export import Source, export_source
 from pairgen.networks import build_generator
 from pairgen.presets import make_config
+from pairgen.verify import verify_directory
 
 CONFIG = make_config("scr-lung", "tiny", class_names=("background", "left lung"), g_channels=(16, 8, 4),
                      d_channels=(4, 8, 16), z_dim=8)
@@ -28,7 +29,7 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     source = Source(build_generator(CONFIG).eval(), CONFIG, META, torch.device("cpu"))
     out = export_source(source, tmp_path_factory.mktemp("clean") / "e", 40, samples_per_shard=8, show_progress=False)
-    assert shards.verify_directory(out) == []
+    assert verify_directory(out) == []
     return out
 
 
@@ -76,7 +77,7 @@ def test_reports_every_problem_at_once(export_dir: Path) -> None:
         raw = h5["masks_raw"][:].astype(np.float32)
     rewrite_dataset(d / "shard-00004.h5", "masks_raw", raw)
 
-    problems = shards.verify_directory(d)
+    problems = verify_directory(d)
     text = "\n".join(problems)
     expected = [
         "shard-00001.h5: listed in the manifest but missing",
@@ -96,7 +97,7 @@ def test_reports_every_problem_at_once(export_dir: Path) -> None:
 
 def test_missing_manifest(export_dir: Path) -> None:
     (export_dir / "manifest.json").unlink()
-    assert len(problems := shards.verify_directory(export_dir)) == 1 and "no manifest" in problems[0]
+    assert len(problems := verify_directory(export_dir)) == 1 and "no manifest" in problems[0]
 
 
 def test_attribute_count_and_class_problems(export_dir: Path) -> None:
@@ -109,7 +110,7 @@ def test_attribute_count_and_class_problems(export_dir: Path) -> None:
     rewrite_dataset(d / "shard-00001.h5", "masks", masks)
     with h5py.File(d / "shard-00002.h5", "a") as h5:
         del h5["latents"]                                                    # synthetic shards need latents
-    text = "\n".join(shards.verify_directory(d))
+    text = "\n".join(verify_directory(d))
     assert "shard-00000.h5: attribute kind='real', manifest says 'synthetic'" in text
     assert "shard-00001.h5: mask value 7 but only 2 classes" in text
     assert "shard-00002.h5: missing dataset 'latents'" in text
@@ -118,7 +119,7 @@ def test_attribute_count_and_class_problems(export_dir: Path) -> None:
 def test_truncated_shard(export_dir: Path) -> None:
     path = export_dir / "shard-00003.h5"
     path.write_bytes(path.read_bytes()[:1000])
-    text = "\n".join(shards.verify_directory(export_dir))
+    text = "\n".join(verify_directory(export_dir))
     assert "shard-00003.h5: sha256 does not match" in text and "shard-00003.h5: not readable as HDF5" in text
 
 
@@ -133,7 +134,7 @@ def test_any_single_byte_flip_is_reported_not_raised(export_dir: Path) -> None:
         data = bytearray(original)
         data[offset] ^= 0xFF
         path.write_bytes(bytes(data))
-        assert shards.verify_directory(export_dir), f"flip at {offset} not reported"
+        assert verify_directory(export_dir), f"flip at {offset} not reported"
 
 
 def test_shard_of_another_resolution_is_reported(export_dir: Path) -> None:
@@ -146,6 +147,6 @@ def test_shard_of_another_resolution_is_reported(export_dir: Path) -> None:
     info = shards.write_shard(d / "shard-00004.h5", arrays, attrs)
     manifest = shards.read_manifest(d)
     shards.write_manifest(d, manifest.attrs, [s if s.file != info.file else info for s in manifest.shards])
-    assert any("shard-00004.h5" in p and "differs" in p for p in shards.verify_directory(d))
+    assert any("shard-00004.h5" in p and "differs" in p for p in verify_directory(d))
     with pytest.raises(UserError, match="shard-00004.h5"):
         shards.load_shards(d)

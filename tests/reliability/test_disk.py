@@ -26,6 +26,7 @@ from pairgen.core.cli import run_app
 from pairgen.core.errors import StorageError, writing
 from pairgen.export import export
 from pairgen.train import train
+from pairgen.verify import verify_directory
 from tests.fixtures import make_checkpoint, small_config
 from tests.reliability import faults
 
@@ -75,7 +76,7 @@ def test_export_on_a_full_disk(mechanism: str, writers: int, gan: Path, tmp_path
         assert shard_bytes(out) == complete and faults.temp_files(out) == []
         assert not (out / shards.MANIFEST_NAME).exists()          # incomplete, and marked so
         run_export(gan, out, 40, resume=True)                     # space is back: resume finishes
-        assert shards.verify_directory(out) == []
+        assert verify_directory(out) == []
         assert sorted(shards.load_shards(out).sample_index.tolist()) == list(range(40))
         assert all((out / name).read_bytes() == content for name, content in complete.items())
 
@@ -121,7 +122,7 @@ def test_export_writer_thread_failure(where: str, gan: Path, tmp_path: Path, mon
     assert written and all(files.sha256_file(out / name) == expected[name] for name in written)
     monkeypatch.undo()
     run_export(gan, out, 40, resume=True, writers=2)
-    assert shards.verify_directory(out) == []
+    assert verify_directory(out) == []
     assert {s.file: s.sha256 for s in shards.read_manifest(out).shards} == expected
     assert all((out / name).read_bytes() == content for name, content in written.items())
 

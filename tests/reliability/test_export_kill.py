@@ -22,6 +22,7 @@ import pytest
 
 from pairgen import shards
 from pairgen.export import export
+from pairgen.verify import verify_directory
 from tests.fixtures import make_checkpoint
 from tests.reliability import faults
 
@@ -61,7 +62,7 @@ def reference(ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dic
     """(file → sha256 of an uninterrupted export, its wall time in a forked worker)."""
     out = tmp_path_factory.mktemp("reference") / "e"
     seconds = faults.timed(run_export, ckpt, out)
-    assert shards.verify_directory(out) == []
+    assert verify_directory(out) == []
     return {s.file: s.sha256 for s in shards.read_manifest(out).shards}, seconds
 
 
@@ -72,14 +73,14 @@ def check_after_kill(out: Path, expected: dict[str, str]) -> dict[str, bytes]:
     for name, content in final.items():
         assert hashlib.sha256(content).hexdigest() == expected[name], f"{name} is torn or differs"
     if (out / shards.MANIFEST_NAME).exists():
-        assert shards.verify_directory(out) == []
+        assert verify_directory(out) == []
         assert {s.file: s.sha256 for s in shards.read_manifest(out).shards} == expected
     return final
 
 
 def check_complete(out: Path, expected: dict[str, str], kept: dict[str, bytes]) -> None:
     """After resume: valid directory, indices 0…N-1 once each, the reference bytes, pre-kill shards unchanged."""
-    assert shards.verify_directory(out) == []
+    assert verify_directory(out) == []
     assert {s.file: s.sha256 for s in shards.read_manifest(out).shards} == expected
     index = shards.load_shards(out).sample_index
     assert len(index) == N and np.array_equal(np.sort(index), np.arange(N))
@@ -235,7 +236,7 @@ def test_real_torchrun_rank_killed_then_resume(ckpt: Path, tmp_path: Path) -> No
         interrupted += not (out / shards.MANIFEST_NAME).exists()
     assert interrupted, "every kill came too late: the export had finished"
     subprocess.run(command + ["--resume"], env=env, check=True, capture_output=True, timeout=300)
-    assert shards.verify_directory(out) == []
+    assert verify_directory(out) == []
     assert {s.file: s.sha256 for s in shards.read_manifest(out).shards} == expected
     index = shards.load_shards(out).sample_index
     assert np.array_equal(np.sort(index), np.arange(n))

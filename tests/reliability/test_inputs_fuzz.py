@@ -27,6 +27,7 @@ import pytest
 import torch
 
 from pairgen import shards
+from pairgen import verify as verify_module
 from pairgen.core import images
 from pairgen.datasets import imageio
 from pairgen.core.errors import UserError
@@ -176,7 +177,7 @@ def build_corpus(directory: Path) -> dict[str, tuple[Path, Callable[[Path], Any]
     save_weights(seg_run / "weights.pt", UNet(1, 1, 1, 2, "max"), meta)
 
     def verify(path: Path) -> list[str]:
-        problems = shards.verify_directory(path.parent)
+        problems = verify_module.verify_directory(path.parent)
         assert isinstance(problems, list) and all(isinstance(p, str) and "\n" not in p for p in problems)
         if problems:   # report, never raise: turn the findings into the clean outcome
             raise UserError(f"{path}: {problems[0]}")
@@ -206,7 +207,7 @@ def fuzz_worker(directory: Path, attempts: int, conn) -> None:
     """Forked worker: for each loader, `attempts` mutated files; sends ('try', loader, i) before each attempt and
     ('done', results) at the end, so a crash or hang names the mutation that caused it."""
     torch.set_num_threads(1)
-    shards.UNTRUSTED_PARSE_TIMEOUT_S = 5.0   # verify's isolated parse of a damaged shard: report hangs quickly
+    verify_module.UNTRUSTED_PARSE_TIMEOUT_S = 5.0   # verify's isolated parse of a damaged shard: report hangs quickly
     corpus = build_corpus(directory)
     results: dict[str, dict[str, Any]] = {}
     for name, (path, load, sane) in corpus.items():

@@ -22,6 +22,7 @@ from pairgen import shards
 from pairgen.core import files
 from pairgen.core.errors import UserError
 from pairgen.train import PairData
+from pairgen.verify import verify_directory
 from tests.fixtures import make_real_split, small_config
 from tests.reliability import faults
 
@@ -106,7 +107,7 @@ def test_every_reader_refuses_with_one_line_naming_the_file(damaged: tuple[Path,
     with pytest.raises(UserError) as caught:
         PairData(directory, small_config(), torch.device("cpu"))
     one_line_naming(caught.value, path)
-    problems = shards.verify_directory(directory)
+    problems = verify_directory(directory)
     assert problems and all("\n" not in p for p in problems) and any(str(path) in p for p in problems)
     code, err = faults.cli(monkeypatch, capsys, "pairgen", "verify", str(directory))
     assert code == 2 and "Traceback" not in err
@@ -127,7 +128,7 @@ def test_no_hdf5_handle_outlives_a_load(tmp_path: Path) -> None:
     directory = make_real_split(tmp_path / "train", 6, height=16, width=16)
     before = len(h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE))
     shards.load_shards(directory)
-    shards.verify_directory(directory)
+    verify_directory(directory)
     with pytest.raises(UserError):
         shards.open_shard(tmp_path / "missing.h5")
     assert len(h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE)) == before

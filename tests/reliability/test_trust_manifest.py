@@ -20,6 +20,7 @@ import pytest
 
 from pairgen import shards
 from pairgen.core.errors import UserError
+from pairgen.verify import verify_directory
 from tests.fixtures import make_real_split, make_real_tree
 from tests.segbench.test_run import DATASET, make_synthetic_export, quick
 
@@ -60,7 +61,7 @@ def test_shard_names_must_be_plain_files_inside_the_folder(split: Path, tmp_path
     edit_manifest(split, shard0={"file": name})
     with pytest.raises(UserError, match="not a plain file name|symbolic link leading out"):
         shards.load_shards(split)
-    assert any("plain file name" in p or "symbolic link" in p for p in shards.verify_directory(split))
+    assert any("plain file name" in p or "symbolic link" in p for p in verify_directory(split))
 
 
 def test_a_shard_listed_twice_is_refused(split: Path) -> None:
@@ -79,7 +80,7 @@ def test_shard_attributes_must_agree_with_the_manifest(split: Path, key: str, va
     resign(split)
     with pytest.raises(UserError, match=f"attribute {key}="):
         shards.load_shards(split)
-    assert any(f"attribute {key}=" in p for p in shards.verify_directory(split))
+    assert any(f"attribute {key}=" in p for p in verify_directory(split))
 
 
 @pytest.mark.parametrize("changes, match", [
@@ -98,7 +99,7 @@ def test_manifest_fields_of_the_wrong_type_are_one_line_errors(split: Path, chan
         match = "class_names"
     with pytest.raises(UserError, match=match):
         shards.load_shards(split)
-    problems = shards.verify_directory(split)   # never a traceback (n_expected 1e10 was a MemoryError)
+    problems = verify_directory(split)   # never a traceback (n_expected 1e10 was a MemoryError)
     assert problems and match in problems[0]
 
 
@@ -123,7 +124,7 @@ def test_values_training_and_evaluation_rely_on_are_checked_at_load(split: Path,
     _damage(split, name, change)
     with pytest.raises(UserError, match=match):
         shards.load_shards(split)
-    assert any(match in p for p in shards.verify_directory(split))
+    assert any(match in p for p in verify_directory(split))
 
 
 def test_full_mask_ids_are_checked_at_load(split: Path) -> None:

@@ -14,6 +14,7 @@ import torch
 
 from pairgen import shards
 from pairgen.core.errors import UserError
+from pairgen.verify import verify_directory
 from segbench import judge as judge_module
 from segbench.judge import alignment, encoder_features, load_judge, score, segment
 from tests.fixtures import make_real_tree
@@ -90,7 +91,7 @@ def test_score_of_an_export_writes_quality(workspace: Path, gan_score: dict) -> 
     export = workspace / DATASET / "fold1" / "synth" / "00000-00000-tiny"
     result = score(export, workspace, device="cpu", write_quality=True)
     assert result["judge"] == gan_score["judge"] and result["n_synthetic"] == 24   # cached judge, whole export
-    assert (export / "score.json").is_file() and shards.verify_directory(export) == []
+    assert (export / "score.json").is_file() and verify_directory(export) == []
     quality = shards.load_shards(export).quality
     assert quality.shape == (24,) and quality.dtype == np.float32
     assert float(quality.mean()) == pytest.approx(result["alignment"]["mean"], abs=1e-6)
@@ -199,7 +200,7 @@ def test_export_with_judge_writes_what_score_write_quality_writes(workspace: Pat
     scored, plain = shards.load_shards(workspace / "scored"), shards.load_shards(workspace / "plain")
     assert np.array_equal(scored.images, plain.images)                # the same pairs (same checkpoint, seed)
     assert scored.quality.shape == (10,) and np.array_equal(scored.quality, plain.quality)
-    assert shards.verify_directory(workspace / "scored") == []         # three shards rewritten, manifest updated
+    assert verify_directory(workspace / "scored") == []         # three shards rewritten, manifest updated
     reports = [json.loads((workspace / name / "score.json").read_text()) for name in ("scored", "plain")]
     same = [{k: v for k, v in r.items() if k not in ("target", "export", "wall_s")} for r in reports]
     assert same[0] == same[1] and reports[0]["judge"] == judge and reports[0]["n_synthetic"] == 10
