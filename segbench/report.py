@@ -286,13 +286,16 @@ def metric_stats(config: Configuration, metric: str, n_boot: int = 10000) -> dic
 
 def stop_reasons(config: Configuration) -> dict[str, Any]:
     """How the runs ended: 'early' (early stopping), 'cap' (max_iters reached) or 'unknown' (older summaries),
-    counted, and each run's reason, iterations and best iteration (issue 12: verdicts of capped runs are suspect)."""
+    counted, and each run's reason, iterations, best iteration, what selected it (select_by: 'loss' | 'score';
+    summaries older than the field were selected by loss) and its validation score (None when not recorded)
+    (issue 12: verdicts of capped runs are suspect)."""
     runs = []
     for r in config.runs:
         early = r.summary.get("stopped_early")
         reason = "unknown" if early is None else "early" if early else "cap"
         runs.append({"run": str(r.path), "seed": r.seed, "fold": r.fold_id, "reason": reason,
-                     "iterations": r.summary.get("iterations"), "best_iteration": r.summary.get("best_iteration")})
+                     "iterations": r.summary.get("iterations"), "best_iteration": r.summary.get("best_iteration"),
+                     "select_by": r.summary.get("select_by", "loss"), "best_val_score": r.summary.get("best_val_score")})
     counts = {reason: sum(x["reason"] == reason for x in runs) for reason in ("early", "cap", "unknown")}
     return {**counts, "runs": runs}
 

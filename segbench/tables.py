@@ -50,12 +50,18 @@ def _per_class(metric: str) -> bool:
 
 
 def stop_cell(stops: dict[str, Any] | None) -> str:
-    """'early 3/3 (it 575-900)': how many runs early stopping ended (the rest hit the cap) and their lengths."""
+    """'early 3/3 (it 575-900)': how many runs early stopping ended (the rest hit the cap) and their lengths;
+    ', by score' (or ', by score 1/3') when the validation score rather than the loss picked the kept nets."""
     if not stops or not stops["runs"]:
         return "-"
     n = len(stops["runs"])
     its = [r["iterations"] for r in stops["runs"] if isinstance(r.get("iterations"), int)]
-    span = (f" (it {min(its)})" if min(its) == max(its) else f" (it {min(its)}-{max(its)})") if its else ""
+    notes = []
+    if its:
+        notes.append(f"it {min(its)}" if min(its) == max(its) else f"it {min(its)}-{max(its)}")
+    if by_score := sum(r.get("select_by") == "score" for r in stops["runs"]):
+        notes.append("by score" if by_score == n else f"by score {by_score}/{n}")
+    span = f" ({', '.join(notes)})" if notes else ""
     if stops["unknown"] == n:
         return f"unknown{span}"
     return f"early {stops['early']}/{n}{span}"

@@ -27,8 +27,9 @@ CAMVID_CLASSES = ("flat", "construction", "object", "nature", "sky", "human", "v
 def make_run(path: Path, values: dict[str, list[float]], *, dataset: str = "scr-lung", fold: str = "fold1",
              seed: int = 0, real: int = 16, synth: int = 0, aug: str = "none", complete: bool = True,
              predictions: bool = False, cases: list[str] | None = None, stopped_early: bool | None = None,
-             iterations: int = 100) -> Path:
-    """A finished-looking run directory: config.json, per_image.csv, summary.json (+ predictions.npz)."""
+             iterations: int = 100, summary_fields: dict | None = None) -> Path:
+    """A finished-looking run directory: config.json, per_image.csv, summary.json (+ predictions.npz);
+    `summary_fields` are added to summary.json."""
     path.mkdir(parents=True)
     n = len(next(iter(values.values())))
     cases = cases or [f"case{i:03d}" for i in range(n)]
@@ -39,7 +40,8 @@ def make_run(path: Path, values: dict[str, list[float]], *, dataset: str = "scr-
     summary = {"label": path.name, "dataset": dataset, "fold_id": fold, "seed": seed, "real_per_batch": real,
                "synth_per_batch": synth, "aug": aug, "iterations": iterations, "best_iteration": 80, "best_val_loss": 0.1,
                "wall_s": 3.0, "metrics": summarize([{k: v for k, v in r.items() if k != "case"} for r in rows]),
-               "complete": complete, **({} if stopped_early is None else {"stopped_early": stopped_early})}
+               "complete": complete, **({} if stopped_early is None else {"stopped_early": stopped_early}),
+               **(summary_fields or {})}
     (path / "summary.json").write_text(json.dumps(summary).replace("NaN", "null"))
     if predictions:
         rng = np.random.default_rng(seed + real)
@@ -266,3 +268,25 @@ def test_stop_reasons_counted_and_shown(tmp_path):
     assert "stopped" in md and "early 2/3 (it 650-3000)" in md and "unknown (it 100)" in md
     rows = {r["label"]: r for r in csv.DictReader(open(tmp_path / "rep" / "report.csv"))}
     assert (rows["16-0-NoAug"]["stopped_early"], rows["16-0-NoAug"]["stopped_at_cap"]) == ("2", "1")
+
+
+def test_stopped_cell_and_records_say_what_selected_the_kept_net(tmp_path):
+    score = {"select_by": "score", "best_val_score": 0.875}
+    for seed, its in enumerate((475, 775, 600)):   # selected by score, all stopped early
+        make_run(tmp_path / "r" / f"s{seed}", binary([0.9, 0.8]), seed=seed, stopped_early=True, iterations=its,
+                 summary_fields=score)
+    make_run(tmp_path / "r" / "mixed0", binary([0.9, 0.8]), real=8, synth=8, stopped_early=True, summary_fields=score)
+    make_run(tmp_path / "r" / "mixed1", binary([0.9, 0.8]), real=8, synth=8, seed=1, stopped_early=False,
+             summary_fields={"select_by": "loss", "best_val_score": 0.5})
+    make_run(tmp_path / "r" / "old", binary([0.8, 0.7]), real=4, synth=12, stopped_early=True)   # before the fields
+    result = report([tmp_path / "r"], out=tmp_path / "rep", console=quiet())
+    runs = row_of(result, "16-0-NoAug")["stops"]["runs"]
+    assert [(r["select_by"], r["best_val_score"]) for r in runs] == [("score", 0.875)] * 3
+    assert [(r["select_by"], r["best_val_score"]) for r in row_of(result, "4-12-NoAug")["stops"]["runs"]] == [
+        ("loss", None)]
+    saved = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert [r["select_by"] for c in saved["configurations"] for r in c["stops"]["runs"]].count("score") == 4
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "early 3/3 (it 475-775, by score)" in md
+    assert "early 1/2 (it 100, by score 1/2)" in md
+    assert "early 1/1 (it 100)" in md and "early 1/1 (it 100, by" not in md
