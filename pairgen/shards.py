@@ -2,7 +2,8 @@
 
 A *shard directory* holds `shard-00000.h5 …` plus `manifest.json`. The manifest is written last (atomically),
 so a directory with a manifest is complete; shards with a final name are always complete (temp name → fsync →
-rename). numpy + h5py only (no torch) so that anything can import it cheaply.
+rename). numpy + h5py only (no torch) so that anything can import it cheaply. The checks of a shard's contents
+beyond this schema (shapes, sizes, value ranges) are in pairgen.shardcheck; `pairgen verify` is pairgen.verify.
 
 Per shard (first axis = sample, N samples):
   images        uint8   N×H×W×C   C = 1 (gray) or 3 (RGB); model space is [-1, 1] = v/127.5 - 1
