@@ -77,6 +77,8 @@ def train(
     critic_norm: Optional[str] = typer.Option(None, "--critic-norm", help="layer (default) | batch (tables) | none"),
     diffaug: Optional[str] = typer.Option(None, "--diffaug", help="Pair-consistent DiffAugment of every critic "
                                           "input: comma list of color, translation, cutout ('' = off, default)."),
+    diffaug_p: Optional[float] = typer.Option(None, "--diffaug-p", help="Probability that each --diffaug operation "
+                                              "is applied to a sample (1 = always, default)."),
     ema_kimg: Optional[float] = typer.Option(None, "--ema-kimg", help="Generator weight average, half-life in "
                                              "thousands of images (0 = off, default); sample/export/score use it."),
     structures: Optional[str] = StructuresOpt,
@@ -103,7 +105,7 @@ def train(
 
     config = make_config(dataset, preset, root=str(root) if root else None, fold=fold, iters=iters,
                          batch_size=batch_size, mask_encoding=mask_encoding, critic_norm=critic_norm,
-                         diffaug=diffaug, ema_kimg=ema_kimg, structures=_structures(structures) or None, train_fraction=train_fraction,
+                         diffaug=diffaug, diffaug_p=diffaug_p, ema_kimg=ema_kimg, structures=_structures(structures) or None, train_fraction=train_fraction,
                          seed=seed, device=device, compile=compile or None,
                          cuda_graph=cuda_graph, score_every=score_every, score_n=score_n)
     if dry_run:

@@ -12,7 +12,12 @@ CUDA-graph iteration see the same numbers and a checkpoint's RNG state resumes t
                (×U(0.5, 1.5) around the per-sample mean) — IMAGE channels only; the mask channels are labels
   translation  integer shift by up to 1/8 of each side, zero padding — image AND mask by the same offsets
   cutout       a zeroed square of half each side at a random centre — image AND mask, the same square
-So a mask never leaves its image: both move (or are cut) together, pixel for pixel.
+So a mask never leaves its image: both move (or are cut) together, pixel for pixel. (On a 1-channel image the
+saturation step is the identity: the per-pixel channel mean is the pixel.)
+With p < 1 (GANConfig.diffaug_p, ADA's augmentation probability) each operation reads one more uniform per sample,
+its gate, and is applied only to the samples whose gate is below p.
+Measured (docs/DECISIONS.md): translation collapses this WGAN-GP's samples to nearly one pair, at any shift range
+tried, with zero or circular padding and whatever the penalty's interpolates; color and cutout do not.
 """
 
 from __future__ import annotations
@@ -38,15 +43,15 @@ def parse_policy(policy: str) -> tuple[str, ...]:
 UNIFORMS = {"color": 3, "translation": 2, "cutout": 2}
 
 
-def n_uniforms(ops: tuple[str, ...]) -> int:
-    """Columns of u that `augment_pairs` consumes for `ops`."""
-    return sum(UNIFORMS[op] for op in ops)
+def n_uniforms(ops: tuple[str, ...], gated: bool = False) -> int:
+    """Columns of u that `augment_pairs` consumes for `ops`; `gated` (p < 1): one more per operation, its gate."""
+    return sum(UNIFORMS[op] + gated for op in ops)
 
 
 def draw(n: int, ops: tuple[str, ...], generator: torch.Generator | None = None,
-         device: torch.device | str = "cpu") -> torch.Tensor:
-    """u ~ U[0, 1), float32 n×n_uniforms(ops), from `generator` (None: the global RNG of `device`)."""
-    return torch.rand(n, n_uniforms(ops), generator=generator, device=device)
+         device: torch.device | str = "cpu", gated: bool = False) -> torch.Tensor:
+    """u ~ U[0, 1), float32 n×n_uniforms(ops, gated), from `generator` (None: the global RNG of `device`)."""
+    return torch.rand(n, n_uniforms(ops, gated), generator=generator, device=device)
 
 
 def _column(u: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -96,17 +101,24 @@ def cutout(pair: torch.Tensor, u: torch.Tensor, ratio: float = CUTOUT_RATIO) -> 
 
 
 def augment_pairs(pair: torch.Tensor, image_channels: int, policy: str | tuple[str, ...],
-                  u: torch.Tensor) -> torch.Tensor:
-    """Augment pairs B×(C+Kc)×H×W (C = image_channels) by `policy` with uniforms u (B×n_uniforms, from `draw`);
-    returns a new tensor (same shape, device, dtype), differentiable w.r.t. `pair`."""
+                  u: torch.Tensor, p: float = 1.0) -> torch.Tensor:
+    """Augment pairs B×(C+Kc)×H×W (C = image_channels) by `policy` with uniforms u (B×n_uniforms(ops, p < 1),
+    from `draw`); returns a new tensor (same shape, device, dtype), differentiable w.r.t. `pair`.
+
+    p < 1 (ADA's augmentation probability): each operation is applied to each sample only where its gate
+    column (after the operation's own columns) is below p, else the sample passes through it unchanged."""
     ops = parse_policy(policy) if isinstance(policy, str) else policy
-    column = 0
+    column, gated = 0, p < 1.0
     for op in ops:
         part, column = u[:, column:column + UNIFORMS[op]], column + UNIFORMS[op]
         if op == "color":
-            pair = torch.cat([color(pair[:, :image_channels], part), pair[:, image_channels:]], dim=1)
+            out = torch.cat([color(pair[:, :image_channels], part), pair[:, image_channels:]], dim=1)
         elif op == "translation":
-            pair = translation(pair, part)
+            out = translation(pair, part)
         else:
-            pair = cutout(pair, part)
+            out = cutout(pair, part)
+        if gated:
+            pair, column = torch.where((u[:, column] < p).reshape(-1, 1, 1, 1), out, pair), column + 1
+        else:
+            pair = out
     return pair

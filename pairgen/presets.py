@@ -80,9 +80,10 @@ class GANConfig(FrozenConfig):
     cuda_graph: bool = True              # a whole iteration as one CUDA graph (pairgen.step; CUDA, 1 process)
     train_fraction: float = 1.0          # low-data experiments: use this seeded fraction of the training split
     diffaug: str = ""                    # critic-input augmentation policy (pairgen.diffaug), e.g.
-                                         # 'color,translation,cutout'; '' = off (not wired into training yet)
+                                         # 'color,translation,cutout'; '' = off
+    diffaug_p: float = 1.0               # probability that each operation is applied to a sample (ADA's p)
     ema_kimg: float = 0.0                # generator weight average, half-life in thousands of images
-                                         # (pairgen.ema); 0 = off (not wired into training yet)
+                                         # (pairgen.ema); 0 = off
 
     @property
     def n_classes(self) -> int:
@@ -177,6 +178,8 @@ def validate(config: GANConfig) -> None:
         parse_policy(config.diffaug)
     except ValueError as exc:
         raise UserError(f"--diffaug: {exc}") from None
+    if not 0.0 < config.diffaug_p <= 1.0:
+        raise UserError(f"--diffaug-p must be in (0, 1], not {config.diffaug_p}")
     if config.score_every < 0 or config.score_n < 4:
         raise UserError(f"--score-every must be >= 0 (0 = off) and --score-n >= 4, not {config.score_every} and "
                         f"{config.score_n}")

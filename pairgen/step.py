@@ -19,7 +19,8 @@ skips from them. Because nothing in the body branches on the host, a CUDA graph 
 _critic_input is the one place where the critic's inputs are formed (real, fakes, and the generator step's G(z);
 the penalty's interpolates are mixed from the first two, so they are augmented too). With config.diffaug it applies
 pair-consistent DiffAugment (pairgen.diffaug) with uniforms drawn after z and ε: one independent draw per batch the
-critic sees (each critic step's real and fake batch, then the generator step's batch).
+critic sees (each critic step's real and fake batch, then the generator step's batch), gates included when
+config.diffaug_p < 1.
 """
 
 from __future__ import annotations
@@ -111,8 +112,10 @@ class GanIteration:
         self.eps = torch.zeros(steps, batch, 1, 1, 1, device=device)
         self.z_generator = torch.zeros(batch, config.z_dim, device=device)
         self.aug_ops = diffaug.parse_policy(config.diffaug)
-        # slot 2s: step s's real batch, 2s + 1: its fakes, 2S: the generator step's batch
-        self.aug_u = torch.zeros(2 * steps + 1, batch, diffaug.n_uniforms(self.aug_ops), device=device)
+        # slot 2s: step s's real batch, 2s + 1: its fakes, 2S: the generator step's batch; with diffaug_p < 1 each
+        # operation also reads a gate column (pairgen.diffaug.augment_pairs)
+        self.aug_u = torch.zeros(2 * steps + 1, batch, diffaug.n_uniforms(self.aug_ops, config.diffaug_p < 1.0),
+                                 device=device)
         self.buffers = [b for net in (generator, critic) for b in net.buffers()]
         self.snapshot = [b.detach().clone() for b in self.buffers]   # the iteration's starting BN statistics
         self.graphed = GraphedCall(self._body, (opt_g, opt_d), device, graph, warmup, capture_body=self._capture_body,
@@ -131,7 +134,8 @@ class GanIteration:
         the pairs augmented with the uniforms of `slot` (image and mask moved together)."""
         if not self.aug_ops:
             return pairs
-        return diffaug.augment_pairs(pairs, self.config.image_channels, self.aug_ops, self.aug_u[slot])
+        return diffaug.augment_pairs(pairs, self.config.image_channels, self.aug_ops, self.aug_u[slot],
+                                     self.config.diffaug_p)
 
     def _body(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The iteration on self.index and the drawn buffers → (values float32 (S+1)×3, flags bool (S+1)×4), one

@@ -50,10 +50,11 @@ def test_sweep_reuses_a_gan_of_the_same_experiment_and_length(tmp_path: Path) ->
 def test_train_dry_run_prints_the_resolved_config(cli, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     code, out, err = cli("pairgen", "train", "--dataset", "shapes", "--preset", "tiny", "--iters", "7",
-                         "--workspace", str(ws), "--dry-run")
+                         "--diffaug", "color,cutout", "--diffaug-p", "0.5", "--workspace", str(ws), "--dry-run")
     assert code == 0, err
     config = GANConfig.from_json(json.loads(out))
     assert config.iters == 7 and config.class_names == ("background", "disc", "square", "triangle")
+    assert (config.diffaug, config.diffaug_p) == ("color,cutout", 0.5)
     assert config.image_channels == 1 and (config.height, config.width) == (32, 32)
     assert not ws.exists()   # nothing prepared, no run directory
 

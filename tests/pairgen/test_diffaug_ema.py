@@ -83,6 +83,21 @@ def test_cutout_zeroes_one_square_in_every_channel() -> None:
     assert (zeros[:, 0].sum(dim=(1, 2)) <= 64).all() and zeros.any()
 
 
+def test_probability_gates_each_operation_per_sample() -> None:
+    """p < 1: one gate column after each operation's own; a sample gets an operation only where its gate < p."""
+    pair = torch.ones(3, 2, 8, 8)
+    params = torch.tensor([0.0, 0.0])                      # cutout's centre (0, 0): rows/cols 0..1 zeroed
+    u = torch.stack([torch.cat([params, torch.tensor([g])]) for g in (0.1, 0.5, 0.9)])   # gates 0.1, 0.5, 0.9
+    out = augment_pairs(pair, 1, "cutout", u, p=0.5)
+    assert draw(3, ("cutout",), gated=True).shape == (3, 3) and draw(3, ("cutout",)).shape == (3, 2)
+    assert torch.equal(out[0], cutout(pair, u[:, :2])[0]) and (out[0] == 0).sum() == 2 * 4
+    assert torch.equal(out[1], pair[1]) and torch.equal(out[2], pair[2])        # gate >= p: untouched
+    # two operations: translation's gate is column 2, cutout's is column 5
+    u2 = torch.tensor([[0.0, 0.5, 0.9, 0.0, 0.0, 0.1]])
+    both = augment_pairs(pair[:1], 1, "translation,cutout", u2, p=0.5)
+    assert torch.equal(both, cutout(pair[:1], u2[:, 3:5]))                     # no shift, but the cutout
+
+
 def test_policy_parsing_and_config_validation() -> None:
     assert parse_policy("") == () and parse_policy("translation, cutout") == ("translation", "cutout")
     with pytest.raises(ValueError):
@@ -94,6 +109,10 @@ def test_policy_parsing_and_config_validation() -> None:
         make_config("shapes", "tiny", diffaug="rotate")
     with pytest.raises(UserError, match="ema"):
         make_config("shapes", "tiny", ema_kimg=-1.0)
+    assert make_config("shapes", "tiny", diffaug_p=0.3).diffaug_p == 0.3
+    for bad in (0.0, 1.5):
+        with pytest.raises(UserError, match="diffaug-p"):
+            make_config("shapes", "tiny", diffaug_p=bad)
 
 
 def test_ema_update_by_hand() -> None:

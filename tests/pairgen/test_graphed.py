@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import pairgen.diffaug as diffaug_module
 import pairgen.train as train_module
 import pairgen.wgan_gp as wgan_gp_module
 from pairgen.checkpoint import load_checkpoint
@@ -80,13 +81,14 @@ def _log(run: Path) -> list[dict]:
             for line in (run / "log.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("critic_norm,diffaug,ema_kimg", [("layer", "", 0.0), ("batch", "", 0.0),
-                                                       ("layer", "color,translation,cutout", 0.01)])
+@pytest.mark.parametrize("critic_norm,diffaug,ema_kimg,more", [
+    ("layer", "", 0.0, {}), ("batch", "", 0.0, {}), ("layer", "color,translation,cutout", 0.01, {}),
+    ("layer", "color,cutout", 0.0, {"diffaug_p": 0.5})])
 def test_graph_replay_trains_exactly_like_eager_iterations(tmp_path: Path, real: Path, critic_norm: str,
-                                                           diffaug: str, ema_kimg: float,
+                                                           diffaug: str, ema_kimg: float, more: dict,
                                                            request: pytest.FixtureRequest) -> None:
     config = small_config(iters=6, tick_every=1, critic_norm=critic_norm, cuda_graph=True, diffaug=diffaug,
-                          ema_kimg=ema_kimg)
+                          ema_kimg=ema_kimg, **more)
     eager_final = train(config, tmp_path / "eager", real, show_progress=False)   # CPU: the flag is ignored
     made = request.getfixturevalue("graphed_on_cpu")
     graphed_final = train(config, tmp_path / "graphed", real, show_progress=False)
@@ -179,6 +181,32 @@ def test_iteration_reports_every_step(real: Path) -> None:
     assert isinstance(outcomes[-1].terms["generator_loss"], float)
     assert all(float(s["step"]) == 3 for s in opt_d.state.values())
     assert all(float(s["step"]) == 1 for s in opt_g.state.values())
+
+
+def test_every_critic_input_gets_fresh_uniforms_and_the_generator_step_an_augmented_graph(
+        real: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each critic batch (real and fake apart) and the generator step's batch are augmented, with uniforms drawn
+    anew every iteration, gates included (diffaug_p < 1); the generator step's augmented fakes carry the
+    generator's graph (its gradient flows through the augmentation)."""
+    config = small_config(critic_steps=2, diffaug="translation,cutout", diffaug_p=0.5)
+    generator, critic = build_generator(config), build_critic(config)
+    opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=1e-3, fused=True) for m in (generator, critic))
+    data = PairData(real / "train", config, torch.device("cpu"))
+    iteration = GanIteration(generator, critic, opt_g, opt_d, data, config, torch.device("cpu"), False,
+                             make_critic_backward(critic, opt_d, config, False))
+    seen: list[tuple[bool, torch.Tensor]] = []
+    augment = diffaug_module.augment_pairs
+    monkeypatch.setattr(diffaug_module, "augment_pairs",
+                        lambda pair, channels, ops, u, p: seen.append((pair.requires_grad, u.clone()))
+                        or augment(pair, channels, ops, u, p))
+    index = torch.arange(8).reshape(2, 4) % len(data)
+    iteration.run(index)
+    first, seen[:] = list(seen), []
+    iteration.run(index)
+    assert [grad for grad, _ in first] == [False] * 4 + [True] and len(seen) == 5
+    assert first[0][1].shape == (4, 6)                                   # 2 + 2 uniforms and a gate each
+    assert len({tuple(u.flatten().tolist()) for _, u in first}) == 5     # one draw per batch
+    assert not any(torch.equal(a, b) for (_, a), (_, b) in zip(first, seen))
 
 
 def test_injected_nan_is_skipped_and_logged_like_the_eager_loop(tmp_path: Path, real: Path,

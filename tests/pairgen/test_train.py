@@ -48,7 +48,8 @@ def test_train_writes_config_log_sheets_and_checkpoints(tmp_path: Path, real: Pa
         train(config, run, real, show_progress=False)
 
 
-@pytest.mark.parametrize("small_data", [{}, {"diffaug": "color,translation,cutout", "ema_kimg": 0.02}])
+@pytest.mark.parametrize("small_data", [{}, {"diffaug": "color,translation,cutout", "ema_kimg": 0.02},
+                                        {"diffaug": "color,cutout", "diffaug_p": 0.5, "ema_kimg": 0.02}])
 def test_resume_is_exact(tmp_path: Path, real: Path, small_data: dict) -> None:
     config = small_config(tick_every=1, sample_every=100, checkpoint_every=100, critic_norm="batch", **small_data)
     train(config, tmp_path / "straight", real, show_progress=False)
