@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue 12, "Making synthetic pairs help" (docs/RESULTS.md): GAN variants (thesis / + DiffAugment / + DiffAugment
-# + weight average [/ + one-hot masks on CamVid]) scored by `pairgen score` and by a synthetic-only U-Net, then
+# Issue 12, "Making synthetic pairs help" (docs/RESULTS.md): GAN variants (thesis / + weight average / + DiffAugment
+# as first run (collapses) / + DiffAugment colour,cutout at p 0.5 [/ + one-hot masks on CamVid]) scored by `pairgen score` and by a synthetic-only U-Net, then
 # real / real + standard augmentation / real + synthetic / real + filtered synthetic with three seeds, and the
 # reports. Everything that defines an experiment is in manifests/experiments/cpu/synth-help-*.toml; this script
 # only orders the CLI calls. Resumable: every sweep skips complete runs, GANs and exports are reused, a score is
@@ -34,12 +34,13 @@ cell() {
   # variants: in training order; derived: the variants taken as the live weights of their "-ema" run
   local c="$1" dataset fold real variants derived
   case "$c" in
-    scr10)  dataset=scr-lung; fold=fold1-frac10; real=16-0-NoAug; variants="thesis-ema thesis da-ema da tc-ema tc"
-            derived="thesis da tc" ;;
-    scr100) dataset=scr-lung; fold=fold1;        real=16-0-NoAug; variants="thesis-ema thesis da-ema da"
-            derived="thesis da" ;;
+    scr10)  dataset=scr-lung; fold=fold1-frac10; real=16-0-NoAug
+            variants="thesis-ema thesis da-ema da tc-ema tc cc-ema cc"; derived="thesis da tc cc" ;;
+    scr100) dataset=scr-lung; fold=fold1;        real=16-0-NoAug
+            variants="thesis-ema thesis da-ema da cc-ema cc"; derived="thesis da cc" ;;
     camvid) dataset=camvid;   fold=fold1;        real=8-0-NoAug
-            variants="thesis thesis-ema da-ema da onehot-ema onehot"; derived="da onehot" ;;
+            variants="thesis thesis-ema da-ema da onehot-ema onehot onehot-cc-ema onehot-cc"
+            derived="da onehot onehot-cc" ;;
     *) echo "error: unknown cell $c (scr10 | scr100 | camvid)" >&2; exit 2 ;;
   esac
   local out="$WS/reports/synth-help-$c"
