@@ -81,17 +81,20 @@ cell() {
     --compare "$mix_l:$aug_l" --compare "$top_l:$mix_l" --compare "$top_l:$real_l" --compare "$mix_l:$real_l" \
     --compare "$aug_l:$real_l" $( [ "$c" = scr10 ] && echo --compare "$top_l-w0.5:$real_l" \
       --compare "$top_l-w0.5:$top_l" --compare "$real_l-top50-pre500:$real_l" --compare "$real_l-top50-pre500:$top_l" )
-  # CamVid: the mixed rows again with the one-hot GAN (the default encoding for multi-class datasets), reported
-  # beside the same real-only and augmentation runs
-  if [ "$c" = camvid ]; then
-    [ -f "$out/score-compare-onehot.json" ] || "$PY" -m pairgen score \
-      "$(export_dir "$M/synth-help-$c-compare-onehot.toml")" --judge "$judge" --write-quality \
-      --out "$out/score-compare-onehot.json"
-    "$PY" -m segbench sweep "$M/synth-help-$c-compare-onehot.toml" --jobs "$JOBS"
+  # the mixed rows again with a second GAN, reported beside the same real-only and augmentation runs: CamVid's
+  # one-hot GAN (the default encoding for multi-class datasets), SCR 100 %'s CC + EMA GAN (the cell's lowest FD
+  # once measured)
+  local second; second="$(case "$c" in camvid) echo onehot ;; scr100) echo cc ;; esac)"
+  if [ -n "$second" ]; then
+    [ -f "$out/score-compare-$second.json" ] || "$PY" -m pairgen score \
+      "$(export_dir "$M/synth-help-$c-compare-$second.toml")" --judge "$judge" --write-quality \
+      --out "$out/score-compare-$second.json"
+    "$PY" -m segbench sweep "$M/synth-help-$c-compare-$second.toml" --jobs "$JOBS"
     "$PY" -m segbench report "$base/$real_l"-seed* "$base/$aug_l"-seed* \
-      "$(sweep_dir "$dataset" "$fold" "synth-help-$c-compare-onehot")" --out "$out/compare-onehot" \
-      --compare "$top_l:$aug_l" --compare "$augtop_l:$aug_l" --compare "$mix_l:$aug_l" --compare "$top_l:$mix_l" \
-      --compare "$top_l:$real_l" --compare "$mix_l:$real_l"
+      "$(sweep_dir "$dataset" "$fold" "synth-help-$c-compare-$second")" --out "$out/compare-$second" \
+      --compare "$top_l:$aug_l" --compare "$mix_l:$aug_l" --compare "$top_l:$mix_l" \
+      --compare "$top_l:$real_l" --compare "$mix_l:$real_l" \
+      $( [ "$c" = camvid ] && echo --compare "$augtop_l:$aug_l" )
   fi
 }
 
