@@ -35,7 +35,8 @@ cell() {
   local c="$1" dataset fold real variants derived
   case "$c" in
     scr10)  dataset=scr-lung; fold=fold1-frac10; real=16-0-NoAug
-            variants="thesis-ema thesis da-ema da tc-ema tc cc-ema cc"; derived="thesis da tc cc" ;;
+            variants="thesis-ema thesis da-ema da tc-ema tc cc-ema cc thesis3k-ema thesis3k cc3k-ema cc3k"
+            derived="thesis da tc cc thesis3k cc3k" ;;
     scr100) dataset=scr-lung; fold=fold1;        real=16-0-NoAug
             variants="thesis-ema thesis da-ema da cc-ema cc"; derived="thesis da cc" ;;
     camvid) dataset=camvid;   fold=fold1;        real=8-0-NoAug
