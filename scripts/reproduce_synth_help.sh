@@ -40,8 +40,8 @@ cell() {
     scr100) dataset=scr-lung; fold=fold1;        real=16-0-NoAug
             variants="thesis-ema thesis da-ema da cc-ema cc"; derived="thesis da cc" ;;
     camvid) dataset=camvid;   fold=fold1;        real=8-0-NoAug
-            variants="thesis thesis-ema da-ema da onehot-ema onehot onehot-cc-ema onehot-cc"
-            derived="da onehot onehot-cc" ;;
+            variants="thesis thesis-ema da-ema da onehot-ema onehot onehot-cc-ema onehot-cc onehot3k-ema onehot3k"
+            variants="$variants onehot-cc3k-ema onehot-cc3k"; derived="da onehot onehot-cc onehot3k onehot-cc3k" ;;
     *) echo "error: unknown cell $c (scr10 | scr100 | camvid)" >&2; exit 2 ;;
   esac
   local out="$WS/reports/synth-help-$c"
