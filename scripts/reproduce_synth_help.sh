@@ -82,22 +82,23 @@ cell() {
     --compare "$mix_l:$aug_l" --compare "$top_l:$mix_l" --compare "$top_l:$real_l" --compare "$mix_l:$real_l" \
     --compare "$aug_l:$real_l" $( [ "$c" = scr10 ] && echo --compare "$top_l-w0.5:$real_l" \
       --compare "$top_l-w0.5:$top_l" --compare "$real_l-top50-pre500:$real_l" --compare "$real_l-top50-pre500:$top_l" )
-  # the mixed rows again with a second GAN, reported beside the same real-only and augmentation runs: CamVid's
-  # one-hot GAN (the default encoding for multi-class datasets); at SCR the GAN with the cell's lowest FD once
-  # measured (100 %: CC + EMA; 10 %: CC + EMA trained 3000 iterations)
-  local second; second="$(case "$c" in camvid) echo onehot ;; scr100) echo cc ;; scr10) echo cc3k ;; esac)"
-  if [ -n "$second" ]; then
-    [ -f "$out/score-compare-$second.json" ] || "$PY" -m pairgen score \
-      "$(export_dir "$M/synth-help-$c-compare-$second.toml")" --judge "$judge" --write-quality \
-      --out "$out/score-compare-$second.json"
-    "$PY" -m segbench sweep "$M/synth-help-$c-compare-$second.toml" --jobs "$JOBS"
+  # the mixed rows again with other GANs, reported beside the same real-only and augmentation runs: CamVid's
+  # one-hot GAN (the default encoding for multi-class datasets), and in each cell the GAN with the lowest FD once
+  # the later variants were measured (SCR 100 %: CC + EMA; SCR 10 % and CamVid: CC + EMA trained 3000 iterations)
+  local second manifest extra
+  for second in $(case "$c" in camvid) echo onehot cc3k ;; scr100) echo cc ;; scr10) echo cc3k ;; esac); do
+    manifest="$M/synth-help-$c-compare-$second.toml"
+    [ -f "$out/score-compare-$second.json" ] || "$PY" -m pairgen score "$(export_dir "$manifest")" \
+      --judge "$judge" --write-quality --out "$out/score-compare-$second.json"
+    "$PY" -m segbench sweep "$manifest" --jobs "$JOBS"
+    extra=()   # the comparisons of the rows this manifest has beyond the unaugmented mixed ones
+    grep -q "label = \"$augtop_l\"" "$manifest" && extra+=(--compare "$augtop_l:$aug_l")
+    grep -q "label = \"$top_l-w0.5\"" "$manifest" && extra+=(--compare "$top_l-w0.5:$real_l" --compare "$top_l-w0.5:$aug_l")
     "$PY" -m segbench report "$base/$real_l"-seed* "$base/$aug_l"-seed* \
       "$(sweep_dir "$dataset" "$fold" "synth-help-$c-compare-$second")" --out "$out/compare-$second" \
       --compare "$top_l:$aug_l" --compare "$mix_l:$aug_l" --compare "$top_l:$mix_l" \
-      --compare "$top_l:$real_l" --compare "$mix_l:$real_l" \
-      $( [ "$c" != scr100 ] && echo --compare "$augtop_l:$aug_l" ) \
-      $( [ "$c" = scr10 ] && echo --compare "$top_l-w0.5:$real_l" --compare "$top_l-w0.5:$aug_l" )
-  fi
+      --compare "$top_l:$real_l" --compare "$mix_l:$real_l" "${extra[@]}"
+  done
 }
 
 cells=("$@")
