@@ -229,3 +229,23 @@ def test_thesis_manifests_pin_scalar_masks_and_reuse_their_scalar_gan(tmp_path):
     assert _same_gan(run, resolved(unpinned)) and not _same_gan(run, resolved(pinned))
     assert ensure_generator(pinned, 1, pinned.preset, ws) == found["scalar"].resolve()
     assert ensure_generator(unpinned, 1, unpinned.preset, ws) == found["onehot"].resolve()
+
+
+@pytest.mark.parametrize("path", sorted(EXPERIMENTS.rglob("*.toml")), ids=lambda p: str(p.relative_to(EXPERIMENTS)))
+def test_every_checked_in_manifest_resolves(tmp_path, path):
+    """A typo in a manifest (an unknown [seg] / [gan] key, a bad value) fails here, not an hour into a study: every
+    run's SegConfig and the GAN config a sweep would train are built and validated, without any data."""
+    from pairgen.presets import validate
+    from segbench.presets import make_config as make_seg_config
+    from segbench.sweep import _gan_config
+
+    m = load_manifest(path)
+    tasks = plan(m, tmp_path, m.preset)
+    assert tasks and len({t.run_dir for t in tasks}) == len(tasks)
+    for task in tasks:
+        options = {**m.seg, **task.entry.overrides}
+        config = make_seg_config(m.dataset, m.preset if m.preset != "auto" else "small", **options,
+                                 real_per_batch=task.entry.real, synth_per_batch=task.entry.synth, aug=task.entry.aug)
+        assert config.to_json()["select_by"] in ("loss", "score")
+    if m.gan is not None:
+        validate(_gan_config(m, m.folds[0], m.preset))
