@@ -38,7 +38,8 @@ cell() {
             variants="thesis-ema thesis da-ema da tc-ema tc cc-ema cc thesis3k-ema thesis3k cc3k-ema cc3k"
             derived="thesis da tc cc thesis3k cc3k" ;;
     scr100) dataset=scr-lung; fold=fold1;        real=16-0-NoAug
-            variants="thesis-ema thesis da-ema da cc-ema cc"; derived="thesis da cc" ;;
+            variants="thesis-ema thesis da-ema da cc-ema cc thesis3k-ema thesis3k cc3k-ema cc3k"
+            derived="thesis da cc thesis3k cc3k" ;;
     camvid) dataset=camvid;   fold=fold1;        real=8-0-NoAug
             variants="thesis thesis-ema da-ema da onehot-ema onehot onehot-cc-ema onehot-cc onehot3k-ema onehot3k"
             variants="$variants onehot-cc3k-ema onehot-cc3k"; derived="da onehot onehot-cc onehot3k onehot-cc3k" ;;
