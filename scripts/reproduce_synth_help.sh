@@ -87,7 +87,7 @@ cell() {
   # one-hot GAN (the default encoding for multi-class datasets), and in each cell the GAN with the lowest FD once
   # the later variants were measured (SCR 100 %: CC + EMA; SCR 10 % and CamVid: CC + EMA trained 3000 iterations)
   local second manifest extra
-  for second in $(case "$c" in camvid) echo onehot cc3k ;; scr100) echo cc ;; scr10) echo cc3k ;; esac); do
+  for second in $(case "$c" in camvid) echo onehot cc3k ;; scr100) echo cc thesis3k ;; scr10) echo cc3k ;; esac); do
     manifest="$M/synth-help-$c-compare-$second.toml"
     [ -f "$out/score-compare-$second.json" ] || "$PY" -m pairgen score "$(export_dir "$manifest")" \
       --judge "$judge" --write-quality --out "$out/score-compare-$second.json"
