@@ -67,15 +67,15 @@ class EarlyStopping:
 
     def __init__(self, min_iters: int, patience: int, start: int = 0) -> None:
         self.min_iters, self.patience, self.start = int(min_iters), int(patience), int(start)
-        self.best_loss = math.inf   # the criterion, lower is better (the loss, or minus the score)
+        self.best_loss = math.inf   # the best criterion (lower is better); named so in saved training states
         self.best_iteration = 0     # before any minimum, patience counts from the start
         self.best_figures: dict[str, float] = {}   # what was measured at the best point (val_loss, val_score)
 
-    def update(self, iteration: int, val_loss: float, figures: dict[str, float] | None = None) -> bool:
-        """Record a validation criterion (lower is better) and the figures measured with it; True when it is a
-        new (strict) minimum. NaN never improves."""
-        if val_loss < self.best_loss:
-            self.best_loss, self.best_iteration = float(val_loss), int(iteration)
+    def update(self, iteration: int, value: float, figures: dict[str, float] | None = None) -> bool:
+        """Record a validation criterion (lower is better: the loss, or minus the score) and the figures measured
+        with it; True when it is a new (strict) minimum. NaN never improves."""
+        if value < self.best_loss:
+            self.best_loss, self.best_iteration = float(value), int(iteration)
             self.best_figures = dict(figures or {})
             return True
         return False
@@ -99,15 +99,10 @@ class EarlyStopping:
 
 
 @torch.no_grad()
-def validation_loss(model: torch.nn.Module, val: RealSource, batch_size: int, amp: bool) -> float:
-    """Mean per-pixel loss over the whole validation set (every pixel weighs the same)."""
-    return validate(model, val, batch_size, amp)[0]
-
-
-@torch.no_grad()
 def validate(model: torch.nn.Module, val: RealSource, batch_size: int, amp: bool,
              ignore_void: bool = False) -> tuple[float, float]:
-    """(mean per-pixel loss, score) over the whole validation set at the training resolution.
+    """(mean per-pixel loss, every pixel weighing the same; score) over the whole validation set at the training
+    resolution.
 
     score in [0, 1]: one logit, the mean over images of the foreground Dice (logit > 0 vs mask > 0; both empty
     → 1); several, the mIoU over classes 1… of the pooled confusion matrix (argmax; `ignore_void`: ground-truth

@@ -180,13 +180,16 @@ def run_cli(monkeypatch, capsys, tool: str, *args: str) -> tuple[int, str, str]:
 
 
 def kill_after_save(monkeypatch, train_module, iteration: int) -> None:
-    """segbench.train's save_state that raises KeyboardInterrupt right after the training state of `iteration` is
-    written (a kill between checkpoint and the next log line); monkeypatch.undo() or setattr restores it."""
+    """segbench.train's save_state that raises KeyboardInterrupt once, right after the training state of `iteration`
+    is written (a kill between checkpoint and the next log line); every later save is a plain save, so the resumed
+    run needs nothing restored."""
     save = train_module.save_state
+    killed = []
 
     def save_then_die(path, state, *args, **kwargs):
         save(path, state, *args, **kwargs)
-        if state["iteration"] == iteration:
+        if state["iteration"] == iteration and not killed:
+            killed.append(iteration)
             raise KeyboardInterrupt("killed")
 
     monkeypatch.setattr(train_module, "save_state", save_then_die)

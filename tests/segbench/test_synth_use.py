@@ -193,12 +193,10 @@ def test_pretrain_run_resumes_exactly_and_is_labelled(tmp_path: Path, monkeypatc
     saved = json.loads((reference / "config.json").read_text())
     assert saved["pretrain_iters"] == 3 and saved["synth_shards"]   # the synthetic data is recorded though M = 0
 
-    save = train_module.save_state
     out = tmp_path / "killed"
     kill_after_save(monkeypatch, train_module, 2)
     with pytest.raises(KeyboardInterrupt):
         run(config, ws, out=out, show_progress=False)
-    monkeypatch.setattr(train_module, "save_state", save)
     assert run(config, ws, out=out, resume=True, show_progress=False) == out
     strip = lambda path: [{k: v for k, v in json.loads(line).items() if k != "wall_s"}   # noqa: E731
                           for line in (path / "log.jsonl").read_text().splitlines()]

@@ -15,7 +15,7 @@ from pairgen.shards import load_shards
 from segbench.mixing import MixedBatches, RealSource
 from segbench.presets import make_config
 from segbench.rundir import RunDir
-from segbench.train import EarlyStopping, segmentation_loss, train_segmentation, validate, validation_loss
+from segbench.train import EarlyStopping, segmentation_loss, train_segmentation, validate
 from segbench.unet import build_unet
 from tests.fixtures import make_real_split
 
@@ -141,7 +141,7 @@ def test_restores_best_parameters_and_logs(splits, tmp_path: Path) -> None:
     best = min(log, key=lambda r: r["val_loss"])
     assert (result["best_iteration"], result["best_val_loss"]) == (best["iteration"], best["val_loss"])
     # the model holds the parameters of the minimum: its validation loss is the best one
-    again = validation_loss(model, RealSource(val, "cpu"), config.eval_batch, amp=False)
+    again, _ = validate(model, RealSource(val, "cpu"), config.eval_batch, amp=False)
     assert again == pytest.approx(result["best_val_loss"], rel=1e-5)
     assert result["iterations"] == 20 and not result["stopped_early"]
 
